@@ -1,0 +1,110 @@
+/**
+ * Signals: payloads an operator sends to the processes that hold the slots of a key base, over
+ * `LISTEN/NOTIFY`.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
+import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
+import { validateDuration } from "./LoneDynoConfig.js"
+import { LoneDynoConfigError } from "./LoneDynoError.js"
+
+/**
+ * The largest payload PostgreSQL delivers, in UTF-8 bytes (it must be shorter than 8000).
+ *
+ * @since 0.1.0
+ * @category limits
+ */
+export const maxPayloadBytes = 7999
+
+/**
+ * How `watch` hands payloads over. Without options each payload is pushed as it arrives. With `sleep`
+ * and `ttl`, as in the Ruby gem: wake every `sleep`, wait up to `ttl` for a payload if none is queued,
+ * then hand over every payload that arrived, in order. Defaults when either is given: `sleep` 60 seconds,
+ * `ttl` 100 millis.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WatchOptions {
+  readonly sleep?: Duration.DurationInput | undefined
+  readonly ttl?: Duration.DurationInput | undefined
+}
+
+/**
+ * What the body of an `exclusive` block receives: which slot it holds, and the signals sent to it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Signal {
+  readonly keyBase: string
+  /** The slot this process holds, from 0 to `dynos - 1`. */
+  readonly slot: number
+  /**
+   * The payloads sent to this slot while it is held, each exactly once and in order. Payloads that arrive
+   * before `watch` is called are queued, not lost.
+   *
+   * Note: the payloads of a slot are one queue; two streams watched at once share them out rather than each
+   * getting every payload.
+   */
+  readonly watch: (options?: WatchOptions) => Stream.Stream<string, LoneDynoConfigError>
+}
+
+/**
+ * Checks a payload before anything is sent.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validatePayload = (payload: unknown): Effect.Effect<string, LoneDynoConfigError> => {
+  if (typeof payload !== "string") {
+    return Effect.fail(
+      new LoneDynoConfigError({ reason: "InvalidPayload", message: `payload must be a string, got ${typeof payload}` })
+    )
+  }
+  const bytes = Buffer.byteLength(payload, "utf8")
+  return bytes > maxPayloadBytes
+    ? Effect.fail(
+        new LoneDynoConfigError({
+          reason: "PayloadTooLarge",
+          message: `payload is ${bytes} bytes in UTF-8; PostgreSQL delivers at most ${maxPayloadBytes}. Send a key to data stored elsewhere instead`
+        })
+      )
+    : Effect.succeed(payload)
+}
+
+const collect = (queue: Queue.Dequeue<string>, ttl: Duration.Duration) =>
+  Effect.gen(function* () {
+    const ready = yield* Queue.takeAll(queue)
+    if (ready.length > 0 || Duration.toMillis(ttl) === 0) return ready
+    const first = yield* Queue.take(queue).pipe(Effect.timeoutOption(ttl))
+    if (first._tag === "None") return []
+    return [first.value, ...(yield* Queue.takeAll(queue))]
+  })
+
+/**
+ * The stream behind `Signal.watch`, over the queue of one held slot.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const watchQueue = (
+  queue: Queue.Dequeue<string>,
+  options: WatchOptions = {}
+): Stream.Stream<string, LoneDynoConfigError> => {
+  if (options.sleep === undefined && options.ttl === undefined) return Stream.fromQueue(queue)
+  return Stream.unwrap(
+    Effect.gen(function* () {
+      const sleep = yield* validateDuration("sleep", options.sleep ?? "60 seconds")
+      const ttl = yield* validateDuration("ttl", options.ttl ?? "100 millis")
+      return Stream.fromSchedule(Schedule.spaced(sleep)).pipe(
+        Stream.mapEffect(() => collect(queue, ttl)),
+        Stream.flattenIterables
+      )
+    })
+  )
+}

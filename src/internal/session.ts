@@ -1,0 +1,461 @@
+/**
+ * The lock session: one dedicated PostgreSQL connection per layer that carries every piece of session state
+ * (advisory locks and LISTENs). It watches itself, and on any loss interrupts every holder first, then
+ * reconnects with backoff.
+ */
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import pg from "pg"
+import { type LockKey, releaseChannel, slotChannel, slotKey, slotKeySpace } from "../Keys.js"
+import { type ResolvedOptions, serverKeepalive } from "../LoneDynoConfig.js"
+import { LoneDynoSessionError } from "../LoneDynoError.js"
+
+/** One physical connection of the session; a new one after every loss. */
+export interface Connection {
+  readonly generation: number
+  readonly client: pg.Client
+  readonly backendPid: number
+  /** Completed, with the reason, the moment the connection can no longer be trusted. */
+  readonly lost: Deferred.Deferred<string>
+  readonly holdings: Set<Holding>
+}
+
+/** A slot held by this process. */
+export interface Holding {
+  readonly keyBase: string
+  readonly slot: number
+  readonly key: LockKey
+  readonly channel: string
+  readonly connection: Connection
+  readonly payloads: Queue.Queue<string>
+  readonly since: Date
+}
+
+export type SessionState =
+  | { readonly _tag: "Idle" }
+  | { readonly _tag: "Connecting"; readonly attempt: number }
+  | { readonly _tag: "Connected"; readonly connection: Connection }
+  | { readonly _tag: "Failed"; readonly error: LoneDynoSessionError }
+
+export interface Session {
+  /** Waits for a live connection; fails only when the session cannot work at all (a pooler). */
+  readonly connection: Effect.Effect<Connection, LoneDynoSessionError>
+  readonly state: Effect.Effect<SessionState>
+  /** Tries every free slot of the key base in one statement; on success the slot's channel is listened to. */
+  readonly tryAcquire: (keyBase: string, dynos: number) => Effect.Effect<Option.Option<Holding>, LoneDynoSessionError>
+  /** Stops listening, unlocks, and tells standbys; a failure here marks the connection lost. */
+  readonly release: (holding: Holding) => Effect.Effect<void>
+  /** A queue that gets an item whenever a slot of the key base may have become free. */
+  readonly wakeups: (keyBase: string) => Effect.Effect<Queue.Dequeue<void>, never, Scope.Scope>
+  /** Slots of a key base held by this process. */
+  readonly heldSlots: (keyBase: string) => ReadonlySet<number>
+  /** Marks a connection lost: every holder on it is interrupted, then the session reconnects. */
+  readonly markLost: (connection: Connection, reason: string) => Effect.Effect<void>
+  /** Wakes local standbys of a key base. */
+  readonly wake: (keyBase: string) => void
+}
+
+export interface ConnectionSettings {
+  readonly config: pg.ClientConfig
+  readonly applicationName: string
+}
+
+const failure = (reason: LoneDynoSessionError["reason"], message: string, cause?: unknown) =>
+  new LoneDynoSessionError(cause === undefined ? { reason, message } : { reason, message, cause })
+
+const describe = (error: unknown) => (error instanceof Error ? error.message : String(error))
+
+const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`
+const int4 = (n: number) => `(${n | 0})::int4`
+
+const sessionSettings = [
+  ["tcp_keepalives_idle", String(serverKeepalive.idle)],
+  ["tcp_keepalives_interval", String(serverKeepalive.interval)],
+  ["tcp_keepalives_count", String(serverKeepalive.count)],
+  ["tcp_user_timeout", String((serverKeepalive.idle + serverKeepalive.interval * serverKeepalive.count) * 1000)],
+  ["client_connection_check_interval", "2000"],
+  ["idle_session_timeout", "0"],
+  ["idle_in_transaction_session_timeout", "0"],
+  ["statement_timeout", "0"],
+  ["lock_timeout", "0"]
+] as const
+
+// Reconnect delays: 100 ms doubling, jittered by +-20%, capped at 5 s: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5, 5, ... s
+const reconnectDelay = (attempt: number) =>
+  Duration.millis(Math.min(5000, 100 * 2 ** Math.min(attempt, 16)) * (0.8 + Math.random() * 0.4))
+
+/** Builds a session. Nothing connects until the first call that needs the connection. */
+export const make = (
+  options: ResolvedOptions,
+  settings: ConnectionSettings
+): Effect.Effect<Session, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const scope = yield* Effect.scope
+    const state = yield* SubscriptionRef.make<SessionState>({ _tag: "Idle" })
+    const lockPermit = yield* Effect.makeSemaphore(1)
+    const holdings = new Map<string, Holding>()
+    const routes = new Map<string, (payload: string) => void>()
+    const wakers = new Map<string, Set<Queue.Queue<void>>>()
+    const timeout = options.heartbeatTimeout
+    let current: Connection | undefined
+    let generation = 0
+    let started = false
+
+    const holdingId = (keyBase: string, slot: number) => `${slot}\u0000${keyBase}`
+
+    const markLostUnsafe = (connection: Connection, reason: string) => {
+      Deferred.unsafeDone(connection.lost, Exit.succeed(reason))
+    }
+    const markLost = (connection: Connection, reason: string) => Effect.sync(() => markLostUnsafe(connection, reason))
+
+    // The deadline is a timer of its own rather than an interruption, so it also holds inside the
+    // uninterruptible acquisition, which must finish to know whether it took a lock.
+    const run = (connection: Connection, text: string, values?: ReadonlyArray<unknown>) =>
+      Effect.async<pg.QueryResult, LoneDynoSessionError>((resume) => {
+        let settled = false
+        const settle = (effect: Effect.Effect<pg.QueryResult, LoneDynoSessionError>) => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          resume(effect)
+        }
+        const timer = setTimeout(
+          () =>
+            settle(
+              Effect.fail(
+                failure("Timeout", `Statement on the lock session missed its ${Duration.format(timeout)} deadline`)
+              )
+            ),
+          Duration.toMillis(timeout)
+        )
+        connection.client.query(text, values as Array<unknown> | undefined).then(
+          (result) => settle(Effect.succeed(result)),
+          (cause) =>
+            settle(Effect.fail(failure("Query", `Statement on the lock session failed: ${describe(cause)}`, cause)))
+        )
+      }).pipe(Effect.tapError((error) => markLost(connection, error.message)))
+
+    const wake = (keyBase: string) => {
+      for (const queue of wakers.get(keyBase) ?? []) Queue.unsafeOffer(queue, undefined)
+    }
+
+    const listenReleases = (connection: Connection, keyBases: Iterable<string>) => {
+      const statements = [...keyBases].map((keyBase) => `LISTEN ${quoteIdent(releaseChannel(keyBase))}`)
+      return statements.length === 0 ? Effect.void : Effect.asVoid(run(connection, statements.join("; ")))
+    }
+
+    const connect = (attempt: number): Effect.Effect<Connection, LoneDynoSessionError> =>
+      Effect.gen(function* () {
+        const lost = Deferred.unsafeMake<string>(FiberId.none)
+        const client = new pg.Client({
+          ...settings.config,
+          application_name: settings.applicationName,
+          keepAlive: true,
+          keepAliveInitialDelayMillis: 1000,
+          connectionTimeoutMillis: Math.max(1, Duration.toMillis(options.connectTimeout))
+        })
+        // node-postgres emits 'error' (then 'end') when the server goes away; without a listener the process dies.
+        client.on("error", (error) => Deferred.unsafeDone(lost, Exit.succeed(`connection error: ${error.message}`)))
+        client.on("end", () => Deferred.unsafeDone(lost, Exit.succeed("connection ended")))
+        client.on("notification", (message) => routes.get(message.channel)?.(message.payload ?? ""))
+        const destroy = Effect.sync(() => destroyClient(client))
+        yield* Effect.tryPromise({
+          try: () => client.connect(),
+          catch: (cause) => failure("Connect", `Could not open the lock session: ${describe(cause)}`, cause)
+        }).pipe(
+          Effect.timeoutFail({
+            duration: options.connectTimeout,
+            onTimeout: () =>
+              failure(
+                "Timeout",
+                `Opening the lock session missed its ${Duration.format(options.connectTimeout)} deadline`
+              )
+          }),
+          Effect.onError(() => destroy)
+        )
+        const connection: Connection = {
+          generation: ++generation,
+          client,
+          backendPid: 0,
+          lost,
+          holdings: new Set()
+        }
+        const names = sessionSettings.map(([name]) => name)
+        const values = sessionSettings.map(([, value]) => value)
+        const result = yield* run(
+          connection,
+          "SELECT pg_backend_pid() AS pid, (SELECT count(set_config(n, v, false)) FROM unnest($1::text[], $2::text[]) AS s(n, v)) AS n",
+          [names, values]
+        ).pipe(Effect.onError(() => destroy))
+        const backendPid = Number(result.rows[0]?.pid)
+        const viaPooler = (client as unknown as { processID?: number }).processID !== backendPid
+        if (viaPooler && !options.allowPooler) {
+          destroyClient(client)
+          return yield* Effect.fail(
+            failure(
+              "Pooler",
+              "The lock session goes through a connection pooler (the backend pid differs from the one the server " +
+                "announced). A pooler in transaction mode breaks session advisory locks and LISTEN. Give the layer a " +
+                "direct URL with the `url` option, or use session pooling and set `allowPooler: true`."
+            )
+          )
+        }
+        const live: Connection = { ...connection, backendPid }
+        yield* listenReleases(live, wakers.keys()).pipe(Effect.onError(() => destroy))
+        if (attempt > 0) yield* Effect.logInfo("Lock session recovered").pipe(Effect.annotateLogs("attempt", attempt))
+        else yield* Effect.logDebug("Lock session connected").pipe(Effect.annotateLogs("backendPid", backendPid))
+        return live
+      })
+
+    const heartbeat = (connection: Connection) =>
+      Effect.gen(function* () {
+        const expected = [...connection.holdings]
+        const result = yield* run(
+          connection,
+          "SELECT classid::int8::text AS a, objid::int8::text AS b FROM pg_locks " +
+            "WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1::int4::oid",
+          [slotKeySpace]
+        )
+        const actual = new Set(result.rows.map((row) => `${row.a}:${row.b}`))
+        const missing = expected.filter(
+          (holding) =>
+            connection.holdings.has(holding) && !actual.has(`${holding.key[0] >>> 0}:${holding.key[1] >>> 0}`)
+        )
+        if (missing.length > 0) {
+          yield* markLost(
+            connection,
+            `slots no longer held: ${missing.map((h) => `${h.keyBase}#${h.slot}`).join(", ")}`
+          )
+        }
+      }).pipe(
+        Effect.catchAll(() => Effect.void),
+        Effect.repeat(Schedule.spaced(options.heartbeatInterval)),
+        Effect.zipRight(Effect.never)
+      )
+
+    // Holders race their bodies against `lost`, so they are interrupted the moment it completes. Wait for them
+    // to finish before the socket is closed, so that a holder always stops before the server frees its slot.
+    const awaitHoldersGone = (connection: Connection) =>
+      Effect.gen(function* () {
+        const deadline = Date.now() + 10_000
+        while (connection.holdings.size > 0 && Date.now() < deadline) yield* Effect.sleep("5 millis")
+      })
+
+    const loop = Effect.gen(function* () {
+      let attempt = 0
+      while (true) {
+        yield* SubscriptionRef.set(state, { _tag: "Connecting", attempt })
+        const exit = yield* Effect.exit(connect(attempt))
+        if (Exit.isFailure(exit)) {
+          const error = Cause.failureOption(exit.cause)
+          if (Option.isSome(error) && error.value.reason === "Pooler") {
+            yield* Effect.logError("Lock session refused", error.value.message)
+            yield* SubscriptionRef.set(state, { _tag: "Failed", error: error.value })
+            return
+          }
+          const delay = reconnectDelay(attempt)
+          yield* Effect.logWarning("Could not connect the lock session; retrying").pipe(
+            Effect.annotateLogs({
+              attempt,
+              retryIn: Duration.format(delay),
+              error: Option.match(error, { onNone: () => Cause.pretty(exit.cause), onSome: (e) => e.message })
+            })
+          )
+          attempt++
+          yield* Effect.sleep(delay)
+          continue
+        }
+        const connection = exit.value
+        current = connection
+        attempt = 0
+        yield* SubscriptionRef.set(state, { _tag: "Connected", connection })
+        const reason = yield* Effect.raceFirst(Deferred.await(connection.lost), heartbeat(connection))
+        current = undefined
+        yield* SubscriptionRef.set(state, { _tag: "Connecting", attempt: 0 })
+        const lostSlots = [...connection.holdings].map((h) => `${h.keyBase}#${h.slot}`)
+        if (lostSlots.length > 0) {
+          yield* Effect.logError("Lock session lost; holders interrupted").pipe(
+            Effect.annotateLogs({ reason, slots: lostSlots.join(", ") })
+          )
+        } else {
+          yield* Effect.logWarning("Lock session lost; reconnecting").pipe(Effect.annotateLogs({ reason }))
+        }
+        yield* awaitHoldersGone(connection)
+        destroyClient(connection.client)
+        attempt = 1
+        yield* Effect.sleep(reconnectDelay(0))
+      }
+    })
+
+    const ensureStarted = Effect.suspend(() => {
+      if (started) return Effect.void
+      started = true
+      return Effect.asVoid(Effect.forkIn(loop, scope))
+    })
+
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        const connection = current
+        current = undefined
+        if (connection === undefined) return
+        yield* Effect.promise(() =>
+          connection.client.query("SELECT pg_advisory_unlock_all()").then(
+            () => connection.client.end(),
+            () => undefined
+          )
+        ).pipe(Effect.timeout("2 seconds"), Effect.ignore)
+        destroyClient(connection.client)
+      })
+    )
+
+    const connection: Effect.Effect<Connection, LoneDynoSessionError> = Effect.zipRight(
+      ensureStarted,
+      state.changes.pipe(
+        Stream.filterMap(
+          (s): Option.Option<Exit.Exit<Connection, LoneDynoSessionError>> =>
+            s._tag === "Connected"
+              ? Option.some(Exit.succeed(s.connection))
+              : s._tag === "Failed"
+                ? Option.some(Exit.fail(s.error))
+                : Option.none()
+        ),
+        Stream.runHead,
+        Effect.flatMap((exit) => (Option.isSome(exit) ? exit.value : Effect.never))
+      )
+    )
+
+    const tryAcquire = (keyBase: string, dynos: number) =>
+      Effect.flatMap(connection, (live) => attempt(live, keyBase, dynos))
+
+    const attempt = (live: Connection, keyBase: string, dynos: number) =>
+      lockPermit
+        .withPermits(1)(
+          Effect.gen(function* () {
+            if (yield* Deferred.isDone(live.lost)) return Option.none<Holding>()
+            const candidates: Array<number> = []
+            for (let slot = 0; slot < dynos; slot++) if (!holdings.has(holdingId(keyBase, slot))) candidates.push(slot)
+            if (candidates.length === 0) return Option.none<Holding>()
+            const result = yield* run(
+              live,
+              "SELECT s FROM unnest($1::int4[], $2::int4[]) AS t(s, k) WHERE pg_try_advisory_lock($3::int4, t.k) LIMIT 1",
+              [candidates, candidates.map((slot) => slotKey(keyBase, slot)[1]), slotKeySpace]
+            )
+            const row = result.rows[0]
+            if (row === undefined) return Option.none<Holding>()
+            const slot = Number(row.s)
+            const holding: Holding = {
+              keyBase,
+              slot,
+              key: slotKey(keyBase, slot),
+              channel: slotChannel(keyBase, slot),
+              connection: live,
+              payloads: yield* Queue.unbounded<string>(),
+              since: new Date()
+            }
+            holdings.set(holdingId(keyBase, slot), holding)
+            live.holdings.add(holding)
+            routes.set(holding.channel, (payload) => Queue.unsafeOffer(holding.payloads, payload))
+            yield* run(live, `LISTEN ${quoteIdent(holding.channel)}`).pipe(Effect.tapError(() => forget(holding)))
+            return Option.some(holding)
+          })
+        )
+        .pipe(Effect.uninterruptible)
+
+    const forget = (holding: Holding) =>
+      Effect.gen(function* () {
+        const id = holdingId(holding.keyBase, holding.slot)
+        if (holdings.get(id) === holding) holdings.delete(id)
+        holding.connection.holdings.delete(holding)
+        if (routes.get(holding.channel) !== undefined) routes.delete(holding.channel)
+        yield* Queue.shutdown(holding.payloads)
+      })
+
+    const release = (holding: Holding) =>
+      lockPermit
+        .withPermits(1)(
+          Effect.gen(function* () {
+            const live = holding.connection
+            const stillOpen = !(yield* Deferred.isDone(live.lost))
+            if (stillOpen) {
+              const [a, b] = holding.key
+              yield* run(
+                live,
+                `UNLISTEN ${quoteIdent(holding.channel)}; SELECT pg_advisory_unlock(${int4(a)}, ${int4(b)}); ` +
+                  `SELECT pg_notify('${releaseChannel(holding.keyBase)}', '${holding.slot}')`
+              ).pipe(
+                Effect.tapError((error) =>
+                  Effect.logWarning("Could not release a slot cleanly; the session will reconnect").pipe(
+                    Effect.annotateLogs({ keyBase: holding.keyBase, slot: holding.slot, error: error.message })
+                  )
+                ),
+                Effect.ignore
+              )
+            }
+            yield* forget(holding)
+            wake(holding.keyBase)
+          })
+        )
+        .pipe(Effect.uninterruptible)
+
+    const wakeups = (keyBase: string) =>
+      Effect.acquireRelease(
+        Effect.gen(function* () {
+          const queue = yield* Queue.sliding<void>(1)
+          let set = wakers.get(keyBase)
+          if (set === undefined) {
+            set = new Set()
+            wakers.set(keyBase, set)
+            routes.set(releaseChannel(keyBase), () => wake(keyBase))
+            if (current !== undefined) yield* listenReleases(current, [keyBase]).pipe(Effect.ignore)
+          }
+          set.add(queue)
+          return queue
+        }),
+        (queue) =>
+          Effect.gen(function* () {
+            const set = wakers.get(keyBase)
+            set?.delete(queue)
+            if (set !== undefined && set.size === 0) {
+              wakers.delete(keyBase)
+              routes.delete(releaseChannel(keyBase))
+              if (current !== undefined) {
+                yield* run(current, `UNLISTEN ${quoteIdent(releaseChannel(keyBase))}`).pipe(Effect.ignore)
+              }
+            }
+            yield* Queue.shutdown(queue)
+          })
+      )
+
+    const heldSlots = (keyBase: string) => {
+      const slots = new Set<number>()
+      for (const holding of holdings.values()) if (holding.keyBase === keyBase) slots.add(holding.slot)
+      return slots
+    }
+
+    return {
+      connection,
+      state: SubscriptionRef.get(state),
+      tryAcquire,
+      release,
+      wakeups,
+      heldSlots,
+      markLost,
+      wake
+    } satisfies Session
+  })
+
+const destroyClient = (client: pg.Client) => {
+  const stream = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream
+  client.end().catch(() => undefined)
+  stream?.destroy?.()
+}
