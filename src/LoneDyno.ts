@@ -206,7 +206,7 @@ export const make = (
     const exclusive = <A, E, R>(
       body: (signal: Signal) => Effect.Effect<A, E, R>,
       options: ExclusiveOptions = {}
-    ): Effect.Effect<any, any, any> =>
+    ): Effect.Effect<Option.Option<A> | ExclusiveHandle, E | LoneDynoError, R | Scope.Scope> =>
       Effect.gen(function* () {
         if (typeof body !== "function") {
           return yield* new LoneDynoConfigError({
@@ -314,7 +314,12 @@ export const make = (
         )
       }).pipe(Effect.withSpan("LoneDyno.holders"))
 
-    return LoneDyno.of({ options: resolved, exclusive, signal, holders })
+    return LoneDyno.of({
+      options: resolved,
+      exclusive: exclusive as LoneDynoService["exclusive"],
+      signal,
+      holders
+    })
   })
 
 /**
@@ -387,7 +392,10 @@ export const exclusive: {
     body: (signal: Signal) => Effect.Effect<A, E, R>,
     options?: ExclusiveOptions & { readonly background?: true | undefined }
   ): Effect.Effect<ExclusiveHandle, LoneDynoConfigError, R | LoneDyno | Scope.Scope>
-} = (body: any, options?: any): any => Effect.flatMap(LoneDyno, (service) => service.exclusive(body, options))
+} = (<A, E, R>(body: (signal: Signal) => Effect.Effect<A, E, R>, options?: ExclusiveOptions) =>
+  Effect.flatMap(LoneDyno, (service) =>
+    service.exclusive(body, options as ExclusiveOptions & { readonly background?: true })
+  )) as typeof exclusive
 
 /**
  * Sends `payload` to the holders of the slots of a key base (every slot, or only `slot`), and returns how

@@ -198,7 +198,7 @@ export const background = <A, E, R>(
   })
 
 export const skipped = (call: Call, reason: string): Effect.Effect<ExclusiveHandle> =>
-  Effect.gen(function* () {
+  Effect.sync(() => {
     const state: ExclusiveState = { _tag: "Skipped", reason }
     return {
       keyBase: call.keyBase,
