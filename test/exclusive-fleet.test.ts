@@ -55,7 +55,9 @@ describe("exclusive across processes", () => {
       ['{"regexp":"^clock\\\\."}', "web.1", false],
       ["false", "release.1", true]
     ]
-    const dynos = cases.map(([type, dyno]) => fleet(1, { KEY_BASE: uniqueKeyBase("pt"), DYNO: dyno, PROCESS_TYPE: type })[0]!)
+    const dynos = cases.map(
+      ([type, dyno]) => fleet(1, { KEY_BASE: uniqueKeyBase("pt"), DYNO: dyno, PROCESS_TYPE: type })[0]!
+    )
     await settle(dynos)
     expect(dynos.map((d) => d.running())).toEqual(cases.map(([, , runs]) => runs))
   })

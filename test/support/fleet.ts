@@ -3,7 +3,9 @@
  * reports events as `@@ {json}` lines, which this helper collects.
  */
 import { type ChildProcess, spawn } from "node:child_process"
+import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { inject } from "vitest"
 
 export interface DynoEvent {
   readonly event: string
@@ -28,16 +30,18 @@ export interface Dyno {
 }
 
 const root = fileURLToPath(new URL("../..", import.meta.url))
-export const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url))
+/** The bundled form of a fixture in `test/fixtures`, by its name without extension. */
+export const fixture = (name: string) => join(inject("fixturesDir"), `${name}.mjs`)
 
-/** Spawns a TypeScript script with tsx, collecting its events. */
+/** Spawns a script (a bundled `.mjs`, or TypeScript through tsx), collecting its events. */
 export const spawnScript = (
   script: string,
   env: Record<string, string | undefined>,
   name = script,
   args: ReadonlyArray<string> = []
 ): Dyno => {
-  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], {
+  const loader = script.endsWith(".ts") ? ["--import", "tsx"] : []
+  const child = spawn(process.execPath, [...loader, script, ...args], {
     cwd: root,
     env: { ...process.env, DYNO: undefined, ...env },
     stdio: ["ignore", "pipe", "pipe"]
@@ -83,7 +87,7 @@ export const spawnScript = (
 
 /** Spawns one simulated dyno running an exclusive block. */
 export const spawnDyno = (env: Record<string, string | undefined>, name = env.DYNO ?? "dyno"): Dyno =>
-  spawnScript(fixture("dyno.ts"), env, name)
+  spawnScript(fixture("dyno"), env, name)
 
 /** Polls `predicate` every 20 ms until it holds, or fails after `timeoutMs` with `what` in the message. */
 export const waitFor = async (what: string, predicate: () => boolean, timeoutMs = 30_000): Promise<void> => {
