@@ -268,7 +268,8 @@ export const make = (
             : [yield* validateSlot(options.slot, dynos)]
         const rows = yield* sql
           .unsafe<{ holders: number }>(
-            "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 " +
+            "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock' " +
+              "AND objsubid = 2 " +
               "AND classid = $1::int4::oid AND objid = ANY($2::int4[]::oid[]))::int AS holders, " +
               "(SELECT count(pg_notify(c, $4)) FROM unnest($3::text[]) AS c) AS sent",
             [
@@ -296,7 +297,8 @@ export const make = (
           }>(
             "SELECT s.slot, l.pid, a.application_name, a.backend_start, host(a.client_addr) AS client_addr " +
               "FROM unnest($1::int4[], $2::int4[]) AS s(slot, k) " +
-              "LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 " +
+              "LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' " +
+              "AND l.objsubid = 2 " +
               "AND l.classid = $3::int4::oid AND l.objid = s.k::oid " +
               "LEFT JOIN pg_stat_activity a ON a.pid = l.pid ORDER BY s.slot",
             [slots, slots.map((slot) => slotKey(keyBase, slot)[1]), slotKeySpace]

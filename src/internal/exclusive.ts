@@ -54,6 +54,18 @@ const jitter = (duration: Duration.Duration) =>
 const failureDelay = (failures: number) =>
   jitter(Duration.millis(Math.min(60_000, 1000 * 2 ** Math.min(failures - 1, 16))))
 
+/**
+ * A standby's wait between tries: until a wake-up or the poll interval. Right after a wake-up a freed slot is
+ * contended (and watchers briefly hold it shared), so the next tries come quickly: 5, 10, 20 and 40 ms.
+ * Returns how many quick tries remain.
+ */
+const nap = (wakeups: Queue.Dequeue<void>, call: Call, quick: number, cap?: Duration.Duration) =>
+  Effect.gen(function* () {
+    const delay = quick > 0 ? Duration.millis(5 * 2 ** (4 - quick)) : jitter(call.standbyInterval)
+    const woke = yield* Queue.take(wakeups).pipe(Effect.timeoutOption(cap ? Duration.min(delay, cap) : delay))
+    return woke._tag === "Some" ? 4 : Math.max(0, quick - 1)
+  })
+
 const tryForSlot = (session: Session, call: Call) =>
   session
     .tryAcquire(call.keyBase, call.dynos)
@@ -128,9 +140,10 @@ export const background = <A, E, R>(
   Effect.gen(function* () {
     const state = yield* SubscriptionRef.make<ExclusiveState>({ _tag: "Standby" })
     const loop = Effect.gen(function* () {
-      const wakeups = yield* session.wakeups(call.keyBase)
+      const wakeups = yield* session.wakeups(call.keyBase, call.dynos)
       let failures = 0
       let announced = false
+      let quick = 0
       while (true) {
         const outcome = yield* turn(session, call, body, (held) =>
           SubscriptionRef.set(state, { _tag: "Holding", slot: held.slot, since: held.since })
@@ -140,7 +153,7 @@ export const background = <A, E, R>(
             announced = true
             yield* Effect.logInfo("Standing by")
           }
-          yield* Queue.take(wakeups).pipe(Effect.timeoutOption(jitter(call.standbyInterval)))
+          quick = yield* nap(wakeups, call, quick)
           continue
         }
         announced = false
@@ -231,7 +244,8 @@ export const foreground = <A, E, R>(
       })
     )
     const deadline = Date.now() + Option.match(wait, { onNone: () => 0, onSome: Duration.toMillis })
-    const wakeups = yield* session.wakeups(call.keyBase)
+    const wakeups = yield* session.wakeups(call.keyBase, call.dynos)
+    let quick = 0
     while (true) {
       const ran = yield* Effect.acquireUseRelease(
         session.tryAcquire(call.keyBase, call.dynos),
@@ -266,8 +280,6 @@ export const foreground = <A, E, R>(
         yield* Effect.logDebug("No free slot; the block did not run")
         return Option.none<A>()
       }
-      yield* Queue.take(wakeups).pipe(
-        Effect.timeoutOption(Duration.min(jitter(call.standbyInterval), Duration.millis(remaining)))
-      )
+      quick = yield* nap(wakeups, call, quick, Duration.millis(remaining))
     }
   }).pipe(Effect.scoped)

@@ -19,6 +19,7 @@ import pg from "pg"
 import { type LockKey, releaseChannel, slotChannel, slotKey, slotKeySpace } from "../Keys.js"
 import { type ResolvedOptions, serverKeepalive } from "../LoneDynoConfig.js"
 import { LoneDynoSessionError } from "../LoneDynoError.js"
+import * as Watcher from "./watcher.js"
 
 /** One physical connection of the session; a new one after every loss. */
 export interface Connection {
@@ -55,8 +56,11 @@ export interface Session {
   readonly tryAcquire: (keyBase: string, dynos: number) => Effect.Effect<Option.Option<Holding>, LoneDynoSessionError>
   /** Stops listening, unlocks, and tells standbys; a failure here marks the connection lost. */
   readonly release: (holding: Holding) => Effect.Effect<void>
-  /** A queue that gets an item whenever a slot of the key base may have become free. */
-  readonly wakeups: (keyBase: string) => Effect.Effect<Queue.Dequeue<void>, never, Scope.Scope>
+  /**
+   * Registers a standby: returns a queue that gets an item whenever a slot of the key base may have become
+   * free (a graceful release anywhere, or the watcher seeing a holder go).
+   */
+  readonly wakeups: (keyBase: string, dynos: number) => Effect.Effect<Queue.Dequeue<void>, never, Scope.Scope>
   /** Slots of a key base held by this process. */
   readonly heldSlots: (keyBase: string) => ReadonlySet<number>
   /** Marks a connection lost: every holder on it is interrupted, then the session reconnects. */
@@ -106,6 +110,8 @@ export const make = (
     const holdings = new Map<string, Holding>()
     const routes = new Map<string, (payload: string) => void>()
     const wakers = new Map<string, Set<Queue.Queue<void>>>()
+    const standbyDynos = new Map<Queue.Queue<void>, number>()
+    let watching = false
     const timeout = options.heartbeatTimeout
     let current: Connection | undefined
     let generation = 0
@@ -407,7 +413,35 @@ export const make = (
         )
         .pipe(Effect.uninterruptible)
 
-    const wakeups = (keyBase: string) =>
+    const standbys: Watcher.Standbys = {
+      current: () =>
+        [...wakers].map(([keyBase, queues]) => ({
+          keyBase,
+          dynos: Math.max(...[...queues].map((queue) => standbyDynos.get(queue) ?? 1))
+        })),
+      heldSlots: (keyBase) => heldSlots(keyBase),
+      wake: (keyBase) => wake(keyBase)
+    }
+
+    // One watcher fiber while there are standbys; it returns when the last one goes.
+    const ensureWatcher: Effect.Effect<void> = Effect.suspend(() => {
+      if (watching) return Effect.void
+      watching = true
+      const watcher: Effect.Effect<void> = Effect.suspend(() =>
+        Watcher.run(settings.config, watcherName, standbys)
+      ).pipe(
+        Effect.zipRight(
+          Effect.suspend(() => {
+            watching = false
+            return wakers.size > 0 ? ensureWatcher : Effect.void
+          })
+        )
+      )
+      return Effect.asVoid(Effect.forkIn(watcher, scope))
+    })
+    const watcherName = Buffer.from(`${settings.applicationName} (watch)`, "utf8").subarray(0, 63).toString("utf8")
+
+    const wakeups = (keyBase: string, dynos: number) =>
       Effect.acquireRelease(
         Effect.gen(function* () {
           const queue = yield* Queue.sliding<void>(1)
@@ -419,12 +453,15 @@ export const make = (
             if (current !== undefined) yield* listenReleases(current, [keyBase]).pipe(Effect.ignore)
           }
           set.add(queue)
+          standbyDynos.set(queue, dynos)
+          yield* ensureWatcher
           return queue
         }),
         (queue) =>
           Effect.gen(function* () {
             const set = wakers.get(keyBase)
             set?.delete(queue)
+            standbyDynos.delete(queue)
             if (set !== undefined && set.size === 0) {
               wakers.delete(keyBase)
               routes.delete(releaseChannel(keyBase))

@@ -1,0 +1,115 @@
+/**
+ * The watcher: while a process has standbys, one extra connection waits inside PostgreSQL for a held slot
+ * to become free, so standbys learn of a holder's death within a round trip instead of at the next poll.
+ *
+ * It waits with `pg_advisory_lock_shared` on the slot's key, which the server grants the moment the holder's
+ * exclusive lock goes (the holder's process died, its connection was cut, or it released). The watcher then
+ * lets go at once and wakes the standbys, which try for the slot on the lock session. Slots are shared out
+ * among the watchers of a fleet with watch tickets (`Keys.watchKey`), so with as many standby processes as
+ * slots every slot has a watcher; a watcher that finds no free ticket waits on a random slot.
+ *
+ * A wait lasts at most `lockTimeout`, so an idle watcher costs the server one statement per 30 seconds.
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import pg from "pg"
+import { slotKey, slotKeySpace, watchKey, watchKeySpace } from "../Keys.js"
+
+export interface Standbys {
+  /** Key bases that have standbys now, with their slot counts. */
+  readonly current: () => ReadonlyArray<{ readonly keyBase: string; readonly dynos: number }>
+  readonly heldSlots: (keyBase: string) => ReadonlySet<number>
+  readonly wake: (keyBase: string) => void
+}
+
+const lockTimeout = Duration.seconds(30)
+
+// Retry delays after a failed watcher connection: 200 ms doubling, capped at 5 s.
+const retryDelay = (attempt: number) => Duration.millis(Math.min(5000, 200 * 2 ** Math.min(attempt, 10)))
+
+const query = (client: pg.Client, text: string, values?: Array<unknown>) =>
+  Effect.tryPromise({ try: () => client.query(text, values), catch: (cause) => cause })
+
+/**
+ * Runs while there are standbys and returns when there are none. Interruption closes its connection.
+ */
+export const run = (config: pg.ClientConfig, applicationName: string, standbys: Standbys): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    let attempt = 0
+    let turn = 0
+    while (standbys.current().length > 0) {
+      const client = new pg.Client({ ...config, application_name: applicationName, keepAlive: true })
+      client.on("error", () => undefined) // a lost watcher only delays wake-ups; the loop reconnects
+      const outcome = yield* Effect.gen(function* () {
+        yield* Effect.tryPromise({ try: () => client.connect(), catch: (cause) => cause }).pipe(
+          Effect.timeout("5 seconds")
+        )
+        yield* query(
+          client,
+          "SELECT set_config('lock_timeout', $1, false), set_config('client_connection_check_interval', '1000', false), " +
+            "set_config('statement_timeout', '0', false), set_config('idle_session_timeout', '0', false)",
+          [`${Duration.toMillis(lockTimeout)}`]
+        )
+        attempt = 0
+        while (true) {
+          const bases = standbys.current()
+          if (bases.length === 0) return
+          const { keyBase, dynos } = bases[turn++ % bases.length]!
+          const held = standbys.heldSlots(keyBase)
+          const candidates = Array.from({ length: dynos }, (_, slot) => slot).filter((slot) => !held.has(slot))
+          if (candidates.length === 0) {
+            yield* Effect.sleep("100 millis")
+            continue
+          }
+          const ticket = yield* query(
+            client,
+            "SELECT s FROM unnest($1::int4[], $2::int4[]) AS t(s, k) WHERE pg_try_advisory_lock($3::int4, t.k) LIMIT 1",
+            [candidates, candidates.map((slot) => watchKey(keyBase, slot)[1]), watchKeySpace]
+          )
+          const ticketSlot = ticket.rows[0] === undefined ? undefined : Number(ticket.rows[0].s)
+          const slot = ticketSlot ?? candidates[Math.floor(Math.random() * candidates.length)]!
+          const started = Date.now()
+          const granted = yield* query(client, "SELECT pg_advisory_lock_shared($1::int4, $2::int4)", [
+            slotKeySpace,
+            slotKey(keyBase, slot)[1]
+          ]).pipe(
+            Effect.as(true),
+            Effect.catchIf(
+              (error) => (error as { code?: string }).code === "55P03",
+              () => Effect.succeed(false)
+            )
+          )
+          yield* query(
+            client,
+            "SELECT CASE WHEN $1 THEN pg_advisory_unlock_shared($2::int4, $3::int4) END, " +
+              "CASE WHEN $4 THEN pg_advisory_unlock($5::int4, $6::int4) END",
+            [
+              granted,
+              slotKeySpace,
+              slotKey(keyBase, slot)[1],
+              ticketSlot !== undefined,
+              watchKeySpace,
+              watchKey(keyBase, ticketSlot ?? 0)[1]
+            ]
+          )
+          if (granted) {
+            standbys.wake(keyBase)
+            // Granted at once means the slot was already free: let the standbys take it before waiting again.
+            if (Date.now() - started < 20) yield* Effect.sleep("100 millis")
+          }
+        }
+      }).pipe(Effect.ensuring(Effect.sync(() => destroy(client))), Effect.either)
+      if (outcome._tag === "Left") {
+        yield* Effect.logDebug("Watcher connection failed; retrying").pipe(
+          Effect.annotateLogs("error", outcome.left instanceof Error ? outcome.left.message : String(outcome.left))
+        )
+        yield* Effect.sleep(retryDelay(attempt++))
+      }
+    }
+  })
+
+const destroy = (client: pg.Client) => {
+  const stream = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream
+  client.end().catch(() => undefined)
+  stream?.destroy?.()
+}
