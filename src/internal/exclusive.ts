@@ -10,7 +10,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { LoneDynoSessionError } from "../LoneDynoError.js"
@@ -139,16 +139,30 @@ export const background = <A, E, R>(
 ): Effect.Effect<ExclusiveHandle, never, R | Scope.Scope> =>
   Effect.gen(function* () {
     const state = yield* SubscriptionRef.make<ExclusiveState>({ _tag: "Standby" })
+    // Registered as a standby (wake-ups, the release channel, the watcher) only while standing by.
+    let standby: { readonly scope: Scope.CloseableScope; readonly wakeups: Queue.Dequeue<void> } | undefined
+    const enterStandby = Effect.gen(function* () {
+      if (standby !== undefined) return standby.wakeups
+      const scope = yield* Scope.make()
+      const wakeups = yield* session.wakeups(call.keyBase, call.dynos).pipe(Scope.extend(scope))
+      standby = { scope, wakeups }
+      return wakeups
+    })
+    const leaveStandby = Effect.suspend(() => {
+      const current = standby
+      standby = undefined
+      return current === undefined ? Effect.void : Scope.close(current.scope, Exit.void)
+    })
     const loop = Effect.gen(function* () {
-      const wakeups = yield* session.wakeups(call.keyBase, call.dynos)
       let failures = 0
       let announced = false
       let quick = 0
       while (true) {
         const outcome = yield* turn(session, call, body, (held) =>
-          SubscriptionRef.set(state, { _tag: "Holding", slot: held.slot, since: held.since })
+          Effect.zipRight(leaveStandby, SubscriptionRef.set(state, { _tag: "Holding", slot: held.slot, since: held.since }))
         )
         if (Option.isNone(outcome)) {
+          const wakeups = yield* enterStandby
           if (!announced) {
             announced = true
             yield* Effect.logInfo("Standing by")
@@ -172,7 +186,7 @@ export const background = <A, E, R>(
         yield* SubscriptionRef.set(state, { _tag: "Standby" })
       }
     }).pipe(
-      Effect.scoped,
+      Effect.ensuring(leaveStandby),
       Effect.catchAll((error) =>
         Effect.zipRight(
           Effect.logError("Cannot compete for a slot", error.message),
@@ -244,7 +258,7 @@ export const foreground = <A, E, R>(
       })
     )
     const deadline = Date.now() + Option.match(wait, { onNone: () => 0, onSome: Duration.toMillis })
-    const wakeups = yield* session.wakeups(call.keyBase, call.dynos)
+    let wakeups: Queue.Dequeue<void> | undefined
     let quick = 0
     while (true) {
       const ran = yield* Effect.acquireUseRelease(
@@ -280,6 +294,7 @@ export const foreground = <A, E, R>(
         yield* Effect.logDebug("No free slot; the block did not run")
         return Option.none<A>()
       }
+      wakeups ??= yield* session.wakeups(call.keyBase, call.dynos)
       quick = yield* nap(wakeups, call, quick, Duration.millis(remaining))
     }
   }).pipe(Effect.scoped)

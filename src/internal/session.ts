@@ -306,7 +306,8 @@ export const make = (
     const ensureStarted = Effect.suspend(() => {
       if (started) return Effect.void
       started = true
-      return Effect.asVoid(Effect.forkIn(loop, scope))
+      // Forked from inside acquisitions, which are uninterruptible: the fiber itself must stay interruptible.
+      return Effect.asVoid(Effect.forkIn(Effect.interruptible(loop), scope))
     })
 
     yield* Effect.addFinalizer(() =>
@@ -437,7 +438,7 @@ export const make = (
           })
         )
       )
-      return Effect.asVoid(Effect.forkIn(watcher, scope))
+      return Effect.asVoid(Effect.forkIn(Effect.interruptible(watcher), scope))
     })
     const watcherName = Buffer.from(`${settings.applicationName} (watch)`, "utf8").subarray(0, 63).toString("utf8")
 
