@@ -6,6 +6,7 @@ import type * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
@@ -85,6 +86,29 @@ type Outcome =
   | { readonly _tag: "Failed"; readonly cause: Cause.Cause<unknown> }
 
 /**
+ * Runs `effect` until it ends or `lost` completes, whichever comes first. On a loss, or when the caller is
+ * interrupted, the effect is interrupted and its finalizers are awaited before this returns, so the slot is
+ * never released while the body still runs.
+ */
+const untilLost = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  lost: Deferred.Deferred<string>
+): Effect.Effect<Either.Either<Exit.Exit<A, E>, string>, never, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function* () {
+      const fiber = yield* Effect.fork(restore(effect))
+      const first = yield* restore(
+        Effect.raceFirst(
+          Fiber.await(fiber).pipe(Effect.map((exit) => Either.right(exit))),
+          Deferred.await(lost).pipe(Effect.map((reason) => Either.left(reason)))
+        )
+      ).pipe(Effect.onInterrupt(() => Fiber.interrupt(fiber)))
+      if (Either.isLeft(first)) yield* Fiber.interrupt(fiber)
+      return first
+    })
+  )
+
+/**
  * Runs the body while holding; says why holding ended. A body that completes keeps the slot until the
  * scope closes; the connection's loss interrupts the body at once.
  */
@@ -92,7 +116,7 @@ const hold = <A, E, R>(
   holding: Holding,
   body: (signal: Signal) => Effect.Effect<A, E, R>
 ): Effect.Effect<Outcome, never, R> =>
-  Effect.raceFirst(
+  untilLost(
     body(signalOf(holding)).pipe(
       Effect.exit,
       Effect.flatMap(
@@ -105,7 +129,16 @@ const hold = <A, E, R>(
             : Effect.succeed({ _tag: "Failed", cause: exit.cause })
       )
     ),
-    Deferred.await(holding.connection.lost).pipe(Effect.map((reason): Outcome => ({ _tag: "Lost", reason })))
+    holding.connection.lost
+  ).pipe(
+    Effect.map(
+      (first): Outcome =>
+        Either.isLeft(first)
+          ? { _tag: "Lost", reason: first.left }
+          : Exit.isSuccess(first.right)
+            ? first.right.value
+            : { _tag: "Failed", cause: first.right.cause }
+    )
   )
 
 /**
@@ -159,7 +192,10 @@ export const background = <A, E, R>(
       let quick = 0
       while (true) {
         const outcome = yield* turn(session, call, body, (held) =>
-          Effect.zipRight(leaveStandby, SubscriptionRef.set(state, { _tag: "Holding", slot: held.slot, since: held.since }))
+          Effect.zipRight(
+            leaveStandby,
+            SubscriptionRef.set(state, { _tag: "Holding", slot: held.slot, since: held.since })
+          )
         )
         if (Option.isNone(outcome)) {
           const wakeups = yield* enterStandby
@@ -266,17 +302,21 @@ export const foreground = <A, E, R>(
         (holding) => {
           if (Option.isNone(holding)) return Effect.succeed(Option.none<A>())
           const held = holding.value
-          const lost = Deferred.await(held.connection.lost).pipe(
-            Effect.flatMap((reason) =>
-              Effect.fail(
-                new LoneDynoSessionError({
-                  reason: "LockLost",
-                  message: `The slot was lost while the block ran: ${reason}`
-                })
-              )
-            )
-          )
-          return Effect.zipRight(Effect.logInfo("Acquired slot"), Effect.raceFirst(body(signalOf(held)), lost)).pipe(
+          return Effect.zipRight(
+            Effect.logInfo("Acquired slot"),
+            untilLost(body(signalOf(held)), held.connection.lost)
+          ).pipe(
+            Effect.flatMap(
+              (first): Effect.Effect<A, E | LoneDynoSessionError> =>
+                Either.isLeft(first)
+                  ? Effect.fail(
+                      new LoneDynoSessionError({
+                        reason: "LockLost",
+                        message: `The slot was lost while the block ran, so it was interrupted: ${first.left}`
+                      })
+                    )
+                  : first.right
+            ),
             Effect.map(Option.some),
             Effect.annotateLogs("slot", held.slot)
           )

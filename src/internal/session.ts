@@ -96,7 +96,7 @@ const sessionSettings = [
 
 // Reconnect delays: 100 ms doubling, jittered by +-20%, capped at 5 s: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5, 5, ... s
 const reconnectDelay = (attempt: number) =>
-  Duration.millis(Math.min(5000, 100 * 2 ** Math.min(attempt, 16)) * (0.8 + Math.random() * 0.4))
+  Duration.millis(Math.round(Math.min(5000, 100 * 2 ** Math.min(attempt, 16)) * (0.8 + Math.random() * 0.4)))
 
 /** Builds a session. Nothing connects until the first call that needs the connection. */
 export const make = (
