@@ -49,7 +49,7 @@ const signalOf = (holding: Holding): Signal => ({
 
 // Jittered by +-20%, so a fleet started together does not poll in step.
 const jitter = (duration: Duration.Duration) =>
-  Duration.millis(Duration.toMillis(duration) * (0.8 + Math.random() * 0.4))
+  Duration.millis(Math.round(Duration.toMillis(duration) * (0.8 + Math.random() * 0.4)))
 
 // After a failed body: 1 s doubling, jittered by +-20%, capped at 60 s: 1, 2, 4, 8, 16, 32, 60, 60, ... s
 const failureDelay = (failures: number) =>
