@@ -24,7 +24,7 @@ export const maxPayloadBytes = 7999
  * How `watch` hands payloads over. Without options each payload is pushed as it arrives. With `sleep`
  * and `ttl`, as in the Ruby gem: wake every `sleep`, wait up to `ttl` for a payload if none is queued,
  * then hand over every payload that arrived, in order. Defaults when either is given: `sleep` 60 seconds,
- * `ttl` 100 millis.
+ * `ttl` 100 millis. `sleep` must be longer than zero; `ttl` may be zero (do not wait).
  *
  * @since 0.1.0
  * @category models
@@ -55,7 +55,9 @@ export interface Signal {
 }
 
 /**
- * Checks a payload before anything is sent.
+ * Checks a payload before anything is sent: a string of at most {@link maxPayloadBytes} bytes in UTF-8 (the
+ * empty string included), without NUL characters or lone surrogates, which could not arrive as sent. Fails with
+ * `InvalidPayload` or `PayloadTooLarge`.
  *
  * @since 0.1.0
  * @category validation
@@ -64,6 +66,16 @@ export const validatePayload = (payload: unknown): Effect.Effect<string, LoneDyn
   if (typeof payload !== "string") {
     return Effect.fail(
       new LoneDynoConfigError({ reason: "InvalidPayload", message: `payload must be a string, got ${typeof payload}` })
+    )
+  }
+  // PostgreSQL text cannot hold NUL, and a lone surrogate has no UTF-8 form (it would arrive as U+FFFD), so
+  // neither could arrive as sent.
+  if (payload.includes("\u0000") || /\p{Surrogate}/u.test(payload)) {
+    return Effect.fail(
+      new LoneDynoConfigError({
+        reason: "InvalidPayload",
+        message: "payload must be valid Unicode text without NUL characters; encode binary data, such as in base64"
+      })
     )
   }
   const bytes = Buffer.byteLength(payload, "utf8")
@@ -86,6 +98,17 @@ const collect = (queue: Queue.Dequeue<string>, ttl: Duration.Duration) =>
     return [first.value, ...(yield* Queue.takeAll(queue))]
   })
 
+// `Duration.decodeUnknown` turns a negative number into zero; refuse it instead of waiting for no time at all.
+const watchDuration = (name: string, input: Duration.DurationInput) =>
+  (typeof input === "number" || typeof input === "bigint") && input < 0
+    ? Effect.fail(
+        new LoneDynoConfigError({
+          reason: "InvalidDuration",
+          message: `${name} must be a finite, non-negative duration, got ${String(input)}`
+        })
+      )
+    : validateDuration(name, input)
+
 /**
  * The stream behind `Signal.watch`, over the queue of one held slot.
  *
@@ -99,8 +122,14 @@ export const watchQueue = (
   if (options.sleep === undefined && options.ttl === undefined) return Stream.fromQueue(queue)
   return Stream.unwrap(
     Effect.gen(function* () {
-      const sleep = yield* validateDuration("sleep", options.sleep ?? "60 seconds")
-      const ttl = yield* validateDuration("ttl", options.ttl ?? "100 millis")
+      const sleep = yield* watchDuration("sleep", options.sleep ?? "60 seconds")
+      const ttl = yield* watchDuration("ttl", options.ttl ?? "100 millis")
+      if (Duration.toMillis(sleep) === 0) {
+        return yield* new LoneDynoConfigError({
+          reason: "InvalidDuration",
+          message: "sleep must be longer than zero; to have payloads pushed as they arrive, give neither sleep nor ttl"
+        })
+      }
       return Stream.fromSchedule(Schedule.spaced(sleep)).pipe(
         Stream.mapEffect(() => collect(queue, ttl)),
         Stream.flattenIterables
