@@ -39,7 +39,8 @@ const argument = (name: string) =>
 const format = (value: number | string | undefined, digits = 2) => {
   if (value === undefined) return "-"
   if (typeof value === "string") return value
-  if (!Number.isFinite(value)) return String(value)
+  if (!Number.isFinite(value) || Number.isInteger(value))
+    return Math.abs(value) >= 1000 ? value.toLocaleString("en-US") : String(value)
   if (Math.abs(value) >= 1000) return Math.round(value).toLocaleString("en-US")
   return value.toFixed(Math.abs(value) >= 100 ? 0 : digits)
 }
@@ -71,7 +72,10 @@ const main = async () => {
     childrenDir
   )
   const external = process.env.DATABASE_URL
-  const server = external === undefined || external === "" ? await startThrowawayPostgres() : undefined
+  const server =
+    external === undefined || external === ""
+      ? await startThrowawayPostgres({ settings: { shared_preload_libraries: "pg_stat_statements" } })
+      : undefined
   const url = server?.url ?? external!
   const ctx: Context = { url, childrenDir, scale: Number(argument("scale") ?? "1") }
   const onSignal = () => {

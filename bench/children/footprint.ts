@@ -53,7 +53,7 @@ const raw = Effect.gen(function* () {
   yield* Effect.sleep("200 millis")
   memory("before")
   yield* Effect.promise(async () => {
-    const client = new pg.Client({ connectionString: url, application_name: "bench raw footprint" })
+    const client = new pg.Client({ connectionString: url, application_name: `bench raw footprint ${process.pid}` })
     client.on("error", () => undefined)
     client.on("notification", (message) => emit({ event: "signal", payload: message.payload }))
     await client.connect()
