@@ -19,6 +19,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as LoneDyno from "../LoneDyno.js"
 import * as LoneDynoConfig from "../LoneDynoConfig.js"
+import type { LoneDynoConfigError } from "../LoneDynoError.js"
 import { run } from "./run.js"
 import { CliError, describeUrl, type ExitCode, environment, errorText, rememberSecrets } from "./runtime.js"
 
@@ -34,6 +35,25 @@ const dynos = Options.integer("dynos").pipe(
   Options.withDescription("How many slots there are (slots 0 to N-1). Default 1."),
   Options.optional
 )
+
+// Checked before connecting, so that a mistyped option is reported even when the server is down.
+const validate = (options: {
+  readonly keyBase: Option.Option<string>
+  readonly dynos: Option.Option<number>
+}): Effect.Effect<void, LoneDynoConfigError> =>
+  Effect.all([
+    Option.match(options.keyBase, { onNone: () => Effect.void, onSome: LoneDynoConfig.validateKeyBase }),
+    Option.match(options.dynos, { onNone: () => Effect.void, onSome: LoneDynoConfig.validateDynos })
+  ])
+
+const withDatabase = <A, E>(
+  options: {
+    readonly url: Option.Option<Redacted.Redacted>
+    readonly keyBase: Option.Option<string>
+    readonly dynos: Option.Option<number>
+  },
+  effect: Effect.Effect<A, E, LoneDyno.LoneDyno | ExitCode>
+) => Effect.zipRight(validate(options), Effect.provide(effect, connect(options.url)))
 
 const connectionFailure = (target: string) => (error: unknown) => {
   const cause = (error as { cause?: unknown }).cause
@@ -114,26 +134,29 @@ const status = Command.make(
   "status",
   { url, keyBase, dynos, json: Options.boolean("json").pipe(Options.withDescription("Print JSON instead of a table")) },
   (options) =>
-    Effect.gen(function* () {
-      const holders = yield* LoneDyno.holders({
-        keyBase: Option.getOrUndefined(options.keyBase),
-        dynos: Option.getOrUndefined(options.dynos)
+    withDatabase(
+      options,
+      Effect.gen(function* () {
+        const holders = yield* LoneDyno.holders({
+          keyBase: Option.getOrUndefined(options.keyBase),
+          dynos: Option.getOrUndefined(options.dynos)
+        })
+        const held = holders.filter((h) => h.held).length
+        if (options.json) {
+          const slots = holders.map((h) => ({
+            slot: h.slot,
+            held: h.held,
+            pid: h.pid ?? null,
+            applicationName: h.applicationName ?? null,
+            since: h.since?.toISOString() ?? null,
+            clientAddress: h.clientAddress ?? null
+          }))
+          return yield* Console.log(JSON.stringify({ held, dynos: holders.length, slots }, null, 2))
+        }
+        yield* Console.log(`${held} of ${holders.length} slot${holders.length === 1 ? "" : "s"} held`)
+        yield* Console.log(table(holders))
       })
-      const held = holders.filter((h) => h.held).length
-      if (options.json) {
-        const slots = holders.map((h) => ({
-          slot: h.slot,
-          held: h.held,
-          pid: h.pid ?? null,
-          applicationName: h.applicationName ?? null,
-          since: h.since?.toISOString() ?? null,
-          clientAddress: h.clientAddress ?? null
-        }))
-        return yield* Console.log(JSON.stringify({ held, dynos: holders.length, slots }, null, 2))
-      }
-      yield* Console.log(`${held} of ${holders.length} slot${holders.length === 1 ? "" : "s"} held`)
-      yield* Console.log(table(holders))
-    }).pipe(Effect.provide(connect(options.url)))
+    )
 ).pipe(
   Command.withDescription(
     describe(
@@ -158,14 +181,17 @@ const signal = Command.make(
     payload: Args.text({ name: "PAYLOAD" }).pipe(Args.withDescription("Any text under 8000 bytes, even empty"))
   },
   (options) =>
-    Effect.gen(function* () {
-      const heard = yield* LoneDyno.signal(options.payload, {
-        keyBase: Option.getOrUndefined(options.keyBase),
-        dynos: Option.getOrUndefined(options.dynos),
-        slot: Option.getOrUndefined(options.slot)
+    withDatabase(
+      options,
+      Effect.gen(function* () {
+        const heard = yield* LoneDyno.signal(options.payload, {
+          keyBase: Option.getOrUndefined(options.keyBase),
+          dynos: Option.getOrUndefined(options.dynos),
+          slot: Option.getOrUndefined(options.slot)
+        })
+        yield* Console.log(`Sent; ${heard} holder${heard === 1 ? " was" : "s were"} there to hear it`)
       })
-      yield* Console.log(`Sent; ${heard} holder${heard === 1 ? " was" : "s were"} there to hear it`)
-    }).pipe(Effect.provide(connect(options.url)))
+    )
 ).pipe(
   Command.withDescription(
     describe(
@@ -196,20 +222,26 @@ const runCommand = Command.make(
     command: Args.text({ name: "COMMAND" }).pipe(Args.atLeast(1), Args.withDescription("The program and its arguments"))
   },
   (options) =>
-    Effect.gen(function* () {
-      if (!Number.isInteger(options.grace) || options.grace < 0) {
-        return yield* new CliError({ message: `--grace must be 0 or more seconds, got ${options.grace}`, exitCode: 2 })
-      }
-      const [command, ...args] = options.command
-      yield* run({
-        command,
-        args,
-        dynos: Option.getOrUndefined(options.dynos),
-        keyBase: Option.getOrUndefined(options.keyBase),
-        processType: Option.getOrUndefined(options.processType),
-        grace: Duration.seconds(options.grace)
+    withDatabase(
+      options,
+      Effect.gen(function* () {
+        if (!Number.isInteger(options.grace) || options.grace < 0) {
+          return yield* new CliError({
+            message: `--grace must be 0 or more seconds, got ${options.grace}`,
+            exitCode: 2
+          })
+        }
+        const [command, ...args] = options.command
+        yield* run({
+          command,
+          args,
+          dynos: Option.getOrUndefined(options.dynos),
+          keyBase: Option.getOrUndefined(options.keyBase),
+          processType: Option.getOrUndefined(options.processType),
+          grace: Duration.seconds(options.grace)
+        })
       })
-    }).pipe(Effect.provide(connect(options.url)))
+    )
 ).pipe(
   Command.withDescription(
     describe(
