@@ -4,7 +4,7 @@
  * this process; the time runs from just before the terminating statement is sent. After each trial the
  * library reconnects and takes the slot again by itself.
  */
-import { Effect, Fiber, Queue, Stream } from "effect"
+import { Effect, Fiber, LogLevel, Queue, Stream } from "effect"
 import { LoneDyno } from "../src/index.js"
 import {
   type Context,
@@ -48,7 +48,11 @@ const library = (ctx: Context, trials: number) => {
     }
     yield* Effect.promise(() => admin.end())
     return samples
-  }).pipe(Effect.scoped, Effect.provide(libraryLayer(ctx.url, { applicationName })), Effect.runPromise)
+  }).pipe(
+    Effect.scoped, // Every trial logs the lost session as an error, by design; keep the output readable.
+    Effect.provide(libraryLayer(ctx.url, { applicationName }, 4, LogLevel.None)),
+    Effect.runPromise
+  )
 }
 
 const raw = async (ctx: Context, trials: number) => {

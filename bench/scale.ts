@@ -120,7 +120,7 @@ export const run = async (ctx: Context): Promise<Outcome> => {
     for (let i = 0; i < processes; i++) start()
     await Promise.all(children.map((child) => child.next("ready", 60_000)))
     await waitUntil("5 bodies running", () => running() === dynos)
-    await sleep(3000)
+    await sleep(2000)
     const connections = (
       await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'the-lone-dyno%'")
     ).rows[0].n as number
@@ -156,7 +156,7 @@ export const run = async (ctx: Context): Promise<Outcome> => {
       await victim.exited
       const replacement = start()
       await replacement.next("ready", 60_000)
-      await sleep(1500)
+      await sleep(1000)
     }
     const wrong = samples.filter((n) => n !== dynos).length
     const most = maxConcurrent(

@@ -72,10 +72,15 @@ export const rawClient = async (url: string, applicationName = "bench raw") => {
 }
 
 /** The library with its defaults (or `options`), over a small pool, logging warnings and worse to stderr. */
-export const libraryLayer = (url: string, options: LoneDynoConfig.LoneDynoOptions = {}, maxConnections = 4) =>
+export const libraryLayer = (
+  url: string,
+  options: LoneDynoConfig.LoneDynoOptions = {},
+  maxConnections = 4,
+  logLevel: LogLevel.LogLevel = LogLevel.Warning
+) =>
   LoneDyno.layer(options).pipe(
     Layer.provide(PgClient.layer({ url: Redacted.make(url), maxConnections })),
-    Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)),
+    Layer.provide(Logger.minimumLogLevel(logLevel)),
     Layer.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)))
   )
 
