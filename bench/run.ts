@@ -50,8 +50,8 @@ const table = (rows: ReadonlyArray<Row>) => {
   const lines = rows.map((row) => [
     row.benchmark,
     row.metric,
-    `${format(row.library)} ${row.unit}`.trim(),
-    row.raw === undefined ? "-" : `${format(row.raw)} ${row.unit}`.trim(),
+    row.library === "-" ? "-" : `${format(row.library)} ${row.unit}`.trim(),
+    row.raw === undefined || row.raw === "-" ? "-" : `${format(row.raw)} ${row.unit}`.trim(),
     row.ratio === undefined ? "-" : `${row.ratio.toFixed(2)}x`,
     row.target ?? "-",
     row.pass === undefined ? "" : row.pass ? "yes" : "NO"
