@@ -209,6 +209,19 @@ describe("run", () => {
     expect(missing.err).toContain("ENOENT")
   })
 
+  it("takes part only where $DYNO matches --process-type", async () => {
+    const keyBase = uniqueKeyBase("cli run process type")
+    const args = ["run", "--key-base", keyBase, "--process-type", "worker", "--", process.execPath, "-e"]
+    const skipped = await exec([...args, "console.log('ran on web')"], { DYNO: "web.1" })
+    expect(skipped.code).toBe(0)
+    expect(skipped.out).not.toContain("ran on web")
+    expect(skipped.err).toContain("Not taking part")
+
+    const ran = await exec([...args, "console.log('ran on worker')"], { DYNO: "worker.2" })
+    expect(ran.code).toBe(0)
+    expect(ran.out).toContain("ran on worker")
+  })
+
   it("stops the program when the slot is lost, and runs it again once the slot is back", async () => {
     const keyBase = uniqueKeyBase("cli run lost")
     const a = runProgram(keyBase, 0, ["--grace", "5"])

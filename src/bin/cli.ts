@@ -222,25 +222,24 @@ const runCommand = Command.make(
     command: Args.text({ name: "COMMAND" }).pipe(Args.atLeast(1), Args.withDescription("The program and its arguments"))
   },
   (options) =>
-    withDatabase(
-      options,
-      Effect.gen(function* () {
-        if (!Number.isInteger(options.grace) || options.grace < 0) {
-          return yield* new CliError({
-            message: `--grace must be 0 or more seconds, got ${options.grace}`,
-            exitCode: 2
+    Effect.zipRight(
+      Number.isInteger(options.grace) && options.grace >= 0
+        ? Effect.void
+        : new CliError({ message: `--grace must be 0 or more seconds, got ${options.grace}`, exitCode: 2 }),
+      withDatabase(
+        options,
+        Effect.gen(function* () {
+          const [command, ...args] = options.command
+          yield* run({
+            command,
+            args,
+            dynos: Option.getOrUndefined(options.dynos),
+            keyBase: Option.getOrUndefined(options.keyBase),
+            processType: Option.getOrUndefined(options.processType),
+            grace: Duration.seconds(options.grace)
           })
-        }
-        const [command, ...args] = options.command
-        yield* run({
-          command,
-          args,
-          dynos: Option.getOrUndefined(options.dynos),
-          keyBase: Option.getOrUndefined(options.keyBase),
-          processType: Option.getOrUndefined(options.processType),
-          grace: Duration.seconds(options.grace)
         })
-      })
+      )
     )
 ).pipe(
   Command.withDescription(
