@@ -221,12 +221,18 @@ const cleanup = () => {
   return cleaning
 }
 
+// Listeners stay installed: under `npm start` a Ctrl-C arrives twice (from the terminal, and relayed by tsx),
+// and a second one without a listener would end the process before the cleanup.
 const stopped = new Promise<number>((resolve) => {
-  process.once("SIGINT", () => {
+  let interrupted = false
+  const stop = (code: number) => () => {
+    if (interrupted) return
+    interrupted = true
     process.stdout.write("\ninterrupted; stopping the dynos and PostgreSQL\n")
-    resolve(130)
-  })
-  process.once("SIGTERM", () => resolve(143))
+    resolve(code)
+  }
+  process.on("SIGINT", stop(130))
+  process.on("SIGTERM", stop(143))
   setTimeout(() => {
     process.stdout.write("\nthe demo took longer than 25 s; giving up\n")
     resolve(1)
