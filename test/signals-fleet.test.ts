@@ -159,4 +159,22 @@ describe("signals across processes", () => {
     expect(await receivedUpTo(second!, after)).toEqual([after])
     expect(received(first!)).toEqual([before])
   })
+
+  // Known debt: the lock session takes the slot in one statement and LISTENs in the next (`attempt` in
+  // src/internal/session.ts). A signal that lands between the two counts the slot as held but never reaches
+  // the holder. This test stays `it.fails` until the session LISTENs (committed) before it takes the lock.
+  it.fails("signals counted as held are delivered, even when sent at the moment of acquisition", async () => {
+    for (let round = 0; round < 6; round++) {
+      const keyBase = uniqueKeyBase("fleet acquisition")
+      const [dyno] = fleet(1, { KEY_BASE: keyBase, WATCH: "push" }, `round${round}`)
+      const counted: Array<string> = []
+      for (let i = 0; counted.length < 20; i++) {
+        const payload = `s${i}`
+        if ((await signal(payload, { keyBase })) === 1) counted.push(payload)
+      }
+      const got = await receivedUpTo(dyno!, counted.at(-1)!)
+      expect(counted.filter((payload) => !got.includes(payload))).toEqual([])
+      await killAll(spawned.splice(0))
+    }
+  })
 })
