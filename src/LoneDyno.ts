@@ -192,6 +192,20 @@ export const make = (
     const name = Option.getOrElse(dyno, () => `${hostname()}:${process.pid}`)
     const session = yield* Session.make(resolved, connectionSettings(resolved, sql.config, name))
 
+    // Statements on the app's pool may have to open a connection first.
+    const deadline = Duration.sum(resolved.connectTimeout, resolved.heartbeatTimeout)
+    const withDeadline =
+      (what: string) =>
+      <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        Effect.timeoutFail(effect, {
+          duration: deadline,
+          onTimeout: () =>
+            new LoneDynoSessionError({
+              reason: "Timeout",
+              message: `${what} missed its ${Duration.format(deadline)} deadline`
+            })
+        })
+
     const callOptions = (call: ExclusiveOptions | SignalOptions | undefined) =>
       Effect.gen(function* () {
         if (call !== undefined && (call === null || typeof call !== "object")) {
@@ -279,7 +293,7 @@ export const make = (
               text
             ]
           )
-          .pipe(Effect.mapError(sqlFailure("Sending the signal")))
+          .pipe(Effect.mapError(sqlFailure("Sending the signal")), withDeadline("Sending the signal"))
         return Number(rows[0]?.holders ?? 0)
       }).pipe(Effect.withSpan("LoneDyno.signal"))
 
@@ -303,7 +317,7 @@ export const make = (
               "LEFT JOIN pg_stat_activity a ON a.pid = l.pid ORDER BY s.slot",
             [slots, slots.map((slot) => slotKey(keyBase, slot)[1]), slotKeySpace]
           )
-          .pipe(Effect.mapError(sqlFailure("Reading the holders")))
+          .pipe(Effect.mapError(sqlFailure("Reading the holders")), withDeadline("Reading the holders"))
         return rows.map(
           (row): SlotHolder => ({
             slot: Number(row.slot),

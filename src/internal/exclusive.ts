@@ -67,9 +67,9 @@ const nap = (wakeups: Queue.Dequeue<void>, call: Call, quick: number, cap?: Dura
     return woke._tag === "Some" ? 4 : Math.max(0, quick - 1)
   })
 
-const tryForSlot = (session: Session, call: Call) =>
+const tryForSlot = (session: Session, call: Call, poll: boolean) =>
   session
-    .tryAcquire(call.keyBase, call.dynos)
+    .tryAcquire(call.keyBase, call.dynos, poll)
     .pipe(
       Effect.catchAll((error) =>
         error.reason === "Pooler"
@@ -149,10 +149,11 @@ const turn = <A, E, R>(
   session: Session,
   call: Call,
   body: (signal: Signal) => Effect.Effect<A, E, R>,
-  onHolding: (holding: Holding) => Effect.Effect<void>
+  onHolding: (holding: Holding) => Effect.Effect<void>,
+  poll: boolean
 ) =>
   Effect.acquireUseRelease(
-    tryForSlot(session, call),
+    tryForSlot(session, call, poll),
     (holding) =>
       Option.match(holding, {
         onNone: () => Effect.succeed(Option.none<Outcome>()),
@@ -191,11 +192,18 @@ export const background = <A, E, R>(
       let announced = false
       let quick = 0
       while (true) {
-        const outcome = yield* turn(session, call, body, (held) =>
-          Effect.zipRight(
-            leaveStandby,
-            SubscriptionRef.set(state, { _tag: "Holding", slot: held.slot, since: held.since })
-          )
+        // A plain poll (no wake-up, no quick retry) may be answered from the process's last miss.
+        const poll = standby !== undefined && quick === 0
+        const outcome = yield* turn(
+          session,
+          call,
+          body,
+          (held) =>
+            Effect.zipRight(
+              leaveStandby,
+              SubscriptionRef.set(state, { _tag: "Holding", slot: held.slot, since: held.since })
+            ),
+          poll
         )
         if (Option.isNone(outcome)) {
           const wakeups = yield* enterStandby

@@ -53,7 +53,11 @@ export interface Session {
   readonly connection: Effect.Effect<Connection, LoneDynoSessionError>
   readonly state: Effect.Effect<SessionState>
   /** Tries every free slot of the key base in one statement; on success the slot's channel is listened to. */
-  readonly tryAcquire: (keyBase: string, dynos: number) => Effect.Effect<Option.Option<Holding>, LoneDynoSessionError>
+  readonly tryAcquire: (
+    keyBase: string,
+    dynos: number,
+    poll?: boolean
+  ) => Effect.Effect<Option.Option<Holding>, LoneDynoSessionError>
   /** Stops listening, unlocks, and tells standbys; a failure here marks the connection lost. */
   readonly release: (holding: Holding) => Effect.Effect<void>
   /**
@@ -111,6 +115,10 @@ export const make = (
     const routes = new Map<string, (payload: string) => void>()
     const wakers = new Map<string, Set<Queue.Queue<void>>>()
     const standbyDynos = new Map<Queue.Queue<void>, number>()
+    // A routine poll skips the statement when another standby of this process found every slot of the key
+    // base taken less than half a poll interval ago: many standbys then cost about one statement per interval.
+    const lastMiss = new Map<string, number>()
+    const pollGap = Duration.toMillis(options.standbyInterval) / 2
     let watching = false
     const timeout = options.heartbeatTimeout
     let current: Connection | undefined
@@ -152,6 +160,7 @@ export const make = (
       }).pipe(Effect.tapError((error) => markLost(connection, error.message)))
 
     const wake = (keyBase: string) => {
+      lastMiss.delete(keyBase)
       for (const queue of wakers.get(keyBase) ?? []) Queue.unsafeOffer(queue, undefined)
     }
 
@@ -341,8 +350,12 @@ export const make = (
       )
     )
 
-    const tryAcquire = (keyBase: string, dynos: number) =>
-      Effect.flatMap(connection, (live) => attempt(live, keyBase, dynos))
+    const tryAcquire = (keyBase: string, dynos: number, poll = false) =>
+      Effect.flatMap(connection, (live) =>
+        poll && Date.now() - (lastMiss.get(keyBase) ?? 0) < pollGap
+          ? Effect.succeed(Option.none<Holding>())
+          : attempt(live, keyBase, dynos)
+      )
 
     const attempt = (live: Connection, keyBase: string, dynos: number) =>
       lockPermit
@@ -358,7 +371,10 @@ export const make = (
               [candidates, candidates.map((slot) => slotKey(keyBase, slot)[1]), slotKeySpace]
             )
             const row = result.rows[0]
-            if (row === undefined) return Option.none<Holding>()
+            if (row === undefined) {
+              lastMiss.set(keyBase, Date.now())
+              return Option.none<Holding>()
+            }
             const slot = Number(row.s)
             const holding: Holding = {
               keyBase,

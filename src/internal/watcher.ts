@@ -27,8 +27,16 @@ const lockTimeout = Duration.seconds(30)
 // Retry delays after a failed watcher connection: 200 ms doubling, capped at 5 s.
 const retryDelay = (attempt: number) => Duration.millis(Math.min(5000, 200 * 2 ** Math.min(attempt, 10)))
 
-const query = (client: pg.Client, text: string, values?: Array<unknown>) =>
-  Effect.tryPromise({ try: () => client.query(text, values), catch: (cause) => cause })
+// Every round trip has a deadline; the blocking wait's is the server's lock_timeout plus a margin.
+const query = (
+  client: pg.Client,
+  text: string,
+  values?: Array<unknown>,
+  deadline: Duration.DurationInput = "5 seconds"
+) =>
+  Effect.tryPromise({ try: () => client.query(text, values), catch: (cause) => cause }).pipe(
+    Effect.timeoutFail({ duration: deadline, onTimeout: () => new Error("watcher statement missed its deadline") })
+  )
 
 /**
  * Runs while there are standbys and returns when there are none. Interruption closes its connection.
@@ -69,10 +77,12 @@ export const run = (config: pg.ClientConfig, applicationName: string, standbys: 
           const ticketSlot = ticket.rows[0] === undefined ? undefined : Number(ticket.rows[0].s)
           const slot = ticketSlot ?? candidates[Math.floor(Math.random() * candidates.length)]!
           const started = Date.now()
-          const granted = yield* query(client, "SELECT pg_advisory_lock_shared($1::int4, $2::int4)", [
-            slotKeySpace,
-            slotKey(keyBase, slot)[1]
-          ]).pipe(
+          const granted = yield* query(
+            client,
+            "SELECT pg_advisory_lock_shared($1::int4, $2::int4)",
+            [slotKeySpace, slotKey(keyBase, slot)[1]],
+            Duration.sum(lockTimeout, Duration.seconds(5))
+          ).pipe(
             Effect.as(true),
             Effect.catchIf(
               (error) => (error as { code?: string }).code === "55P03",
