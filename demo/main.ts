@@ -10,6 +10,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { PgClient } from "@effect/sql-pg"
 import { Layer, ManagedRuntime, Redacted } from "effect"
+import pg from "pg"
 import { LoneDyno } from "the-lone-dyno"
 import { bundle } from "../test/support/bundle.js"
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../test/support/postgres.js"
@@ -84,7 +85,7 @@ const onEvent = (dyno: Dyno, event: Event) => {
       say(dyno.name, `■ block interrupted, releasing slot ${event.slot}`)
       return
     case "error":
-      say(dyno.name, `failed: ${event.cause}`)
+      say(dyno.name, `failed: ${event.cause?.split("\n")[0]}`)
   }
 }
 
@@ -124,6 +125,7 @@ const waitFor = async (what: string, ready: () => boolean, timeoutMs = 10_000) =
   const start = Date.now()
   let nextNote = start + 2000
   while (!ready()) {
+    if (dynos.length > 0 && !dynos.some(alive)) throw new Error(`every dyno exited while waiting for ${what}`)
     const now = Date.now()
     if (now - start > timeoutMs) throw new Error(`gave up after ${timeoutMs / 1000} s waiting for ${what}`)
     if (now > nextNote) {
@@ -145,6 +147,18 @@ const step = async <A>(what: string, work: Promise<A>): Promise<A> => {
     return result
   } finally {
     clearInterval(dots)
+  }
+}
+
+/** Fails with the driver's own words when the server cannot be reached, before any dyno is started. */
+const reachable = async (url: string) => {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 })
+  try {
+    await client.connect()
+  } catch (error) {
+    throw new Error(`cannot reach PostgreSQL: ${error instanceof Error ? error.message : String(error)}`)
+  } finally {
+    await client.end().catch(() => undefined)
   }
 }
 
@@ -173,6 +187,7 @@ const main = async () => {
   runtime = ManagedRuntime.make(
     LoneDyno.layer().pipe(Layer.provide(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 })))
   )
+  await reachable(databaseUrl)
   await step("bundling demo/dyno.ts", bundle([join(root, "demo", "dyno.ts")], bundleDir))
 
   say("demo", `launching ${names.join(", ")} as child processes, each running LoneDyno.exclusive`)
