@@ -6,10 +6,9 @@
  *   `Option.none()` while another session holds the slot, cold (fresh layer) and warm (session open), against
  *   a raw connect plus one failed try, and one failed try on a connected client.
  *
- * Note: the timed block is a foreground one. A background one would be timed the same way up to the body's
- * start, but as the first call on a fresh layer it hits the hang described at `startSession`.
+ * The acquiring block is a background one (the default); the standby check is a foreground one.
  */
-import { Effect, Option } from "effect"
+import { Deferred, Effect, Option } from "effect"
 import { Keys, LoneDyno } from "../src/index.js"
 import {
   type Context,
@@ -30,10 +29,11 @@ const libraryAcquire = async (ctx: Context, trials: number) => {
   for (let i = 0; i < warmup + trials; i++) {
     const keyBase = uniqueKeyBase("acquire")
     const elapsed = await Effect.gen(function* () {
+      const started = yield* Deferred.make<number>()
       const t0 = now()
-      const started = yield* LoneDyno.exclusive(() => Effect.sync(now), { keyBase, background: false })
-      return Option.getOrThrow(started) - t0
-    }).pipe(Effect.provide(libraryLayer(ctx.url)), Effect.runPromise)
+      yield* LoneDyno.exclusive(() => Deferred.succeed(started, now()), { keyBase })
+      return (yield* Deferred.await(started)) - t0
+    }).pipe(Effect.scoped, Effect.provide(libraryLayer(ctx.url)), Effect.runPromise)
     if (i >= warmup) samples.push(elapsed)
   }
   return samples

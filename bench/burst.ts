@@ -6,17 +6,7 @@
  */
 import { Effect, Queue, Stream } from "effect"
 import { Keys, LoneDyno } from "../src/index.js"
-import {
-  type Context,
-  count,
-  libraryLayer,
-  now,
-  type Outcome,
-  ratio,
-  rawClient,
-  startSession,
-  uniqueKeyBase
-} from "./support.js"
+import { type Context, count, libraryLayer, now, type Outcome, ratio, rawClient, uniqueKeyBase } from "./support.js"
 
 const lanes = 8
 
@@ -41,7 +31,6 @@ const check = (n: number, received: ReadonlyArray<string>) => {
 
 const library = (ctx: Context, n: number) =>
   Effect.gen(function* () {
-    yield* startSession
     const keyBase = uniqueKeyBase("burst")
     const received: Array<string> = []
     const done = yield* Queue.unbounded<number>()

@@ -12,7 +12,6 @@ import {
   type Outcome,
   ratio,
   rawClient,
-  startSession,
   summary,
   uniqueKeyBase
 } from "./support.js"
@@ -21,7 +20,6 @@ const warmup = 200
 
 const library = (ctx: Context, n: number) =>
   Effect.gen(function* () {
-    yield* startSession
     const keyBase = uniqueKeyBase("latency")
     const received = yield* Queue.unbounded<number>()
     const handle = yield* LoneDyno.exclusive(

@@ -14,7 +14,6 @@ import {
   type Outcome,
   ratio,
   rawClient,
-  startSession,
   summary,
   uniqueKeyBase
 } from "./support.js"
@@ -24,7 +23,6 @@ const terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE 
 const library = (ctx: Context, trials: number) => {
   const applicationName = `bench lockloss ${process.pid}-${Date.now()}`
   return Effect.gen(function* () {
-    yield* startSession
     const keyBase = uniqueKeyBase("lockloss")
     const interrupted = yield* Queue.unbounded<number>()
     const handle = yield* LoneDyno.exclusive(

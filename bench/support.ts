@@ -4,7 +4,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Logger, LogLevel, Redacted } from "effect"
+import { Layer, Logger, LogLevel, Redacted } from "effect"
 import pg from "pg"
 import { LoneDyno, type LoneDynoConfig } from "../src/index.js"
 
@@ -165,16 +165,3 @@ export const killAndWait = async (children: ReadonlyArray<Child>) => {
   for (const child of children) child.kill("SIGKILL")
   await Promise.all(children.map((child) => child.exited))
 }
-
-/**
- * Opens the layer's lock session with a foreground block on a key base of its own.
- *
- * Works around a hang: when the first call that needs the session is a background `exclusive`, the session's
- * loop is forked from inside an uninterruptible acquisition, inherits that, and closing the layer then waits
- * for it forever. Opened from a foreground call it is interruptible. Remove once the session forks its loop
- * as interruptible.
- */
-export const startSession = LoneDyno.exclusive(() => Effect.void, {
-  keyBase: "bench session start",
-  background: false
-})
