@@ -283,7 +283,7 @@ export const make = (
         const rows = yield* sql
           .unsafe<{ holders: number }>(
             "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock' " +
-              "AND objsubid = 2 " +
+              "AND objsubid = 2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) " +
               "AND classid = $1::int4::oid AND objid = ANY($2::int4[]::oid[]))::int AS holders, " +
               "(SELECT count(pg_notify(c, $4)) FROM unnest($3::text[]) AS c) AS sent",
             [
@@ -312,7 +312,7 @@ export const make = (
             "SELECT s.slot, l.pid, a.application_name, a.backend_start, host(a.client_addr) AS client_addr " +
               "FROM unnest($1::int4[], $2::int4[]) AS s(slot, k) " +
               "LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' " +
-              "AND l.objsubid = 2 " +
+              "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) " +
               "AND l.classid = $3::int4::oid AND l.objid = s.k::oid " +
               "LEFT JOIN pg_stat_activity a ON a.pid = l.pid ORDER BY s.slot",
             [slots, slots.map((slot) => slotKey(keyBase, slot)[1]), slotKeySpace]
@@ -419,6 +419,9 @@ export const exclusive: {
  *
  * Any string under 8000 bytes in UTF-8 is delivered as sent, the empty string included; a larger one fails
  * with `PayloadTooLarge` before anything is sent. The payload is passed as data, never as SQL.
+ *
+ * Note: PostgreSQL cannot carry a NUL character or an unpaired surrogate; such payloads fail with
+ * `InvalidPayload`, also before anything is sent.
  *
  * @since 0.1.0
  * @category operations

@@ -172,18 +172,23 @@ export const validateProcessType = (processType: unknown): Effect.Effect<Process
  * @since 0.1.0
  * @category validation
  */
-export const validateDuration = (name: string, input: unknown): Effect.Effect<Duration.Duration, LoneDynoConfigError> =>
-  Option.match(Duration.decodeUnknown(input), {
-    onNone: () =>
-      fail(
-        "InvalidDuration",
-        `${name} must be a duration such as 500, "2 seconds" or "100 millis", got ${show(input)}`
-      ),
-    onSome: (duration) =>
-      Duration.isFinite(duration) && Duration.toMillis(duration) >= 0
-        ? Effect.succeed(duration)
-        : fail("InvalidDuration", `${name} must be a finite, non-negative duration, got ${show(input)}`)
-  })
+export const validateDuration = (
+  name: string,
+  input: unknown
+): Effect.Effect<Duration.Duration, LoneDynoConfigError> =>
+  (typeof input === "number" || typeof input === "bigint") && input < 0
+    ? fail("InvalidDuration", `${name} must be a finite, non-negative duration, got ${String(input)}`)
+    : Option.match(Duration.decodeUnknown(input), {
+        onNone: () =>
+          fail(
+            "InvalidDuration",
+            `${name} must be a duration such as 500, "2 seconds" or "100 millis", got ${show(input)}`
+          ),
+        onSome: (duration) =>
+          Duration.isFinite(duration) && Duration.toMillis(duration) >= 0
+            ? Effect.succeed(duration)
+            : fail("InvalidDuration", `${name} must be a finite, non-negative duration, got ${show(input)}`)
+      })
 
 const optional = <A>(
   value: unknown,

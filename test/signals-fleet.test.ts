@@ -160,10 +160,9 @@ describe("signals across processes", () => {
     expect(received(first!)).toEqual([before])
   })
 
-  // Known debt: the lock session takes the slot in one statement and LISTENs in the next (`attempt` in
-  // src/internal/session.ts). A signal that lands between the two counts the slot as held but never reaches
-  // the holder. This test stays `it.fails` until the session LISTENs (committed) before it takes the lock.
-  it.fails("signals counted as held are delivered, even when sent at the moment of acquisition", async () => {
+  // The session LISTENs (committed) on every candidate channel before it tries the lock, so no signal
+  // counted for a new holder can slip between its lock and its LISTEN.
+  it("signals counted as held are delivered, even when sent at the moment of acquisition", async () => {
     for (let round = 0; round < 6; round++) {
       const keyBase = uniqueKeyBase("fleet acquisition")
       const [dyno] = fleet(1, { KEY_BASE: keyBase, WATCH: "push" }, `round${round}`)

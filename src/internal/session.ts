@@ -83,6 +83,13 @@ const failure = (reason: LoneDynoSessionError["reason"], message: string, cause?
 
 const describe = (error: unknown) => (error instanceof Error ? error.message : String(error))
 
+/**
+ * Up to this many free slots, an attempt listens on every candidate's channel before it locks; above it, it
+ * listens on the won slot's channel after locking, which leaves a window of one round trip in which a signal
+ * counted for the new holder does not reach it.
+ */
+const maxListenFirst = 64
+
 const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`
 const int4 = (n: number) => `(${n | 0})::int4`
 
@@ -365,12 +372,40 @@ export const make = (
             const candidates: Array<number> = []
             for (let slot = 0; slot < dynos; slot++) if (!holdings.has(holdingId(keyBase, slot))) candidates.push(slot)
             if (candidates.length === 0) return Option.none<Holding>()
-            const result = yield* run(
+            // Listen before locking, so a signal counted for this holder can never slip past it: the LISTENs
+            // commit before the lock is tried, and what arrives meanwhile is kept for the slot won.
+            const listenFirst = candidates.length <= maxListenFirst
+            const pending = new Map<string, Array<string>>()
+            if (listenFirst) {
+              for (const slot of candidates) {
+                const channel = slotChannel(keyBase, slot)
+                const buffer: Array<string> = []
+                pending.set(channel, buffer)
+                routes.set(channel, (payload) => buffer.push(payload))
+              }
+            }
+            const dropPending = Effect.sync(() => {
+              for (const channel of pending.keys()) routes.delete(channel)
+            })
+            const tryLock =
+              `SELECT s FROM unnest(ARRAY[${candidates.join(",")}]::int4[], ` +
+              `ARRAY[${candidates.map((slot) => slotKey(keyBase, slot)[1]).join(",")}]::int4[]) AS t(s, k) ` +
+              `WHERE pg_try_advisory_lock(${int4(slotKeySpace)}, t.k) LIMIT 1`
+            const listens = [...pending.keys()].map((channel) => `LISTEN ${quoteIdent(channel)}`)
+            const results = yield* run(
               live,
-              "SELECT s FROM unnest($1::int4[], $2::int4[]) AS t(s, k) WHERE pg_try_advisory_lock($3::int4, t.k) LIMIT 1",
-              [candidates, candidates.map((slot) => slotKey(keyBase, slot)[1]), slotKeySpace]
-            )
-            const row = result.rows[0]
+              listenFirst ? `BEGIN; ${listens.join("; ")}; COMMIT; ${tryLock}` : tryLock
+            ).pipe(Effect.tapError(() => dropPending))
+            const last = Array.isArray(results) ? (results as Array<pg.QueryResult>).at(-1) : results
+            const row = last?.rows[0]
+            const won = row === undefined ? undefined : slotChannel(keyBase, Number(row.s))
+            const losers = [...pending.keys()].filter((channel) => channel !== won)
+            for (const channel of losers) routes.delete(channel)
+            if (losers.length > 0) {
+              yield* run(live, losers.map((channel) => `UNLISTEN ${quoteIdent(channel)}`).join("; ")).pipe(
+                Effect.tapError(() => dropPending)
+              )
+            }
             if (row === undefined) {
               lastMiss.set(keyBase, Date.now())
               return Option.none<Holding>()
@@ -387,8 +422,11 @@ export const make = (
             }
             holdings.set(holdingId(keyBase, slot), holding)
             live.holdings.add(holding)
+            for (const payload of pending.get(holding.channel) ?? []) Queue.unsafeOffer(holding.payloads, payload)
             routes.set(holding.channel, (payload) => Queue.unsafeOffer(holding.payloads, payload))
-            yield* run(live, `LISTEN ${quoteIdent(holding.channel)}`).pipe(Effect.tapError(() => forget(holding)))
+            if (!listenFirst) {
+              yield* run(live, `LISTEN ${quoteIdent(holding.channel)}`).pipe(Effect.tapError(() => forget(holding)))
+            }
             return Option.some(holding)
           })
         )
