@@ -28,6 +28,9 @@ const program = Effect.gen(function* () {
   yield* Effect.never
 })
 
+// The driver talks to this process over an IPC channel; if the driver dies, stop as Heroku would stop a dyno.
+process.on("disconnect", () => process.kill(process.pid, "SIGTERM"))
+
 const Postgres = PgClient.layer({ url: Redacted.make(process.env.DATABASE_URL ?? ""), maxConnections: 1 })
 // A short standby interval keeps the demo snappy; the default is 1 second.
 const Live = LoneDyno.layer({ standbyInterval: "250 millis" }).pipe(Layer.provide(Postgres))

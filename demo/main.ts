@@ -5,7 +5,7 @@
  * is killed, and everyone release on SIGTERM. Uses the PostgreSQL at DATABASE_URL, or a throwaway one.
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { rmSync } from "node:fs"
+import { readdirSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { PgClient } from "@effect/sql-pg"
@@ -93,7 +93,7 @@ const launch = (name: string, script: string, databaseUrl: string): Dyno => {
   const child = spawn(process.execPath, [script], {
     cwd: root,
     env: { ...process.env, DATABASE_URL: databaseUrl, DYNO: name, KEY_BASE: keyBase },
-    stdio: ["ignore", "pipe", "pipe"]
+    stdio: ["ignore", "pipe", "pipe", "ipc"]
   })
   const dyno: Dyno = {
     name,
@@ -150,6 +150,31 @@ const step = async <A>(what: string, work: Promise<A>): Promise<A> => {
   }
 }
 
+/** Removes the bundles of earlier runs that were killed before they could clean up. */
+const sweep = () => {
+  const dir = join(root, ".tmp")
+  const names = (() => {
+    try {
+      return readdirSync(dir)
+    } catch {
+      return []
+    }
+  })()
+  for (const name of names) {
+    const pid = Number(/^demo-(\d+)$/.exec(name)?.[1])
+    if (pid > 0 && pid !== process.pid && !running(pid)) rmSync(join(dir, name), { recursive: true, force: true })
+  }
+}
+
+const running = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM"
+  }
+}
+
 /** Fails with the driver's own words when the server cannot be reached, before any dyno is started. */
 const reachable = async (url: string) => {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 })
@@ -188,6 +213,7 @@ const main = async () => {
     LoneDyno.layer().pipe(Layer.provide(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 })))
   )
   await reachable(databaseUrl)
+  sweep()
   await step("bundling demo/dyno.ts", bundle([join(root, "demo", "dyno.ts")], bundleDir))
 
   say("demo", `launching ${names.join(", ")} as child processes, each running LoneDyno.exclusive`)

@@ -5,7 +5,7 @@
  * the examples' fixed key bases cannot meet those of other tests.
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { rmSync } from "node:fs"
+import { readdirSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "@effect/vitest"
@@ -16,7 +16,6 @@ import { databaseUrl } from "./support/layer.js"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const outdir = join(root, ".tmp", `examples-${process.pid}`)
-const examples = ["background", "foreground", "watch"]
 
 interface Program {
   readonly child: ChildProcess
@@ -58,10 +57,13 @@ const advisoryLocks = (url: string) =>
     return Number(result.rows[0].n)
   })
 
-const start = (example: string, url: string): Program => {
-  const child = spawn(process.execPath, [join(outdir, `${example}.mjs`)], {
+const start = (example: string, url: string, env: Record<string, string> = {}): Program =>
+  spawnProgram([join(outdir, `${example}.mjs`)], { DATABASE_URL: url, ...env })
+
+const spawnProgram = (args: ReadonlyArray<string>, env: Record<string, string>): Program => {
+  const child = spawn(process.execPath, args, {
     cwd: root,
-    env: { ...process.env, DATABASE_URL: url, DYNO: undefined },
+    env: { ...process.env, DYNO: undefined, ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
   const lines: Array<string> = []
@@ -93,17 +95,23 @@ const eventually = async <A>(read: () => Promise<A>, expected: A): Promise<A> =>
 const count = (program: Program, text: string) => program.lines.filter((line) => line.includes(text)).length
 const output = (program: Program) => program.lines.join("\n")
 
+// Every example is bundled, so one that no longer builds fails here even if no test runs it.
 beforeAll(async () => {
+  const sources = readdirSync(join(root, "examples")).filter((name) => name.endsWith(".ts"))
   await bundle(
-    examples.map((name) => join(root, "examples", `${name}.ts`)),
+    sources.map((name) => join(root, "examples", name)),
     outdir
   )
 })
 
+// SIGTERM first, so that the demo stops its dynos; SIGKILL whatever is left after five seconds.
 afterEach(async () => {
   for (const program of running.splice(0)) {
-    if (program.child.exitCode === null && program.child.signalCode === null) program.child.kill("SIGKILL")
+    const alive = () => program.child.exitCode === null && program.child.signalCode === null
+    if (alive()) program.child.kill("SIGTERM")
+    const timer = setTimeout(() => alive() && program.child.kill("SIGKILL"), 5000)
     await program.exited
+    clearTimeout(timer)
   }
 })
 
@@ -146,6 +154,15 @@ describe("examples", () => {
     expect(count(program, "bump-ba-da-bump-ba-da-bump")).toBe(0)
   })
 
+  it("process-type.ts: a worker dyno runs the block, a web dyno does not take part", async () => {
+    const url = await freshDatabase()
+    const web = start("process-type", url, { DYNO: "web.1" })
+    expect(await web.exited, output(web)).toBe(0)
+    expect(output(web)).toContain('This process does not take part: DYNO "web.1" does not match processType worker')
+    const worker = start("process-type", url, { DYNO: "worker.1" })
+    await waitFor("the worker to run the block", () => count(worker, "Code you only want to run on 1 worker dyno") >= 1)
+  })
+
   it("watch.ts: the holder receives the payloads it sends", async () => {
     const url = await freshDatabase()
     const program = start("watch", url)
@@ -153,5 +170,16 @@ describe("examples", () => {
       program.lines.some((line) => /I only get called when I receive the signal: hi ho silver! #\d+/.test(line))
     )
     expect(output(program)).toMatch(/Sent "hi ho silver! #\d+" to 1 holder\(s\)/)
+  })
+
+  it("npm start: the demo shows a takeover and a clean shutdown, and exits 0 by itself", async () => {
+    const demo = spawnProgram(["--import", "tsx", join(root, "demo", "main.ts")], { DATABASE_URL: databaseUrl() })
+    expect(await demo.exited, output(demo)).toBe(0)
+    const text = output(demo)
+    expect(text).toMatch(/web\.\d {2}★ holds slot 0\n/)
+    expect(text).toMatch(/web\.\d {2}✉ received "hi ho silver!"/)
+    expect(text).toMatch(/★ holds slot 0 {2}\(took over \d+ ms after the kill\)/)
+    expect(text).toContain("slot 0 is free, nobody holds it")
+    expect(text).toContain("nothing left running")
   })
 })
