@@ -107,6 +107,18 @@ export const run = async (ctx: Context): Promise<Outcome> => {
             )
           ).rows[0].n
         )
+  // Statements that try locks: the standbys' polls (and the watchers' tickets), one per round trip.
+  const lockTries = async () =>
+    statementsSource === "pg_stat_statements"
+      ? Number(
+          (
+            await admin.query(
+              "SELECT /* bench sampler */ coalesce(sum(calls), 0)::int8 AS n FROM pg_stat_statements " +
+                "WHERE query LIKE '%pg_try_advisory_lock%' AND query NOT LIKE '%bench sampler%'"
+            )
+          ).rows[0].n
+        )
+      : Number.NaN
   const topStatements = async () =>
     statementsSource === "pg_stat_statements"
       ? (
@@ -135,6 +147,7 @@ export const run = async (ctx: Context): Promise<Outcome> => {
     }
     const elapsed = (now() - t0) / 1000
     const after = await statementCount()
+    const tries = (await lockTries()) / ((now() - t0) / 1000)
     const top = await topStatements()
     // With xact_commit our own statements count too: one per sample and the closing read.
     const own = statementsSource === "pg_stat_statements" ? 0 : samples.length + 1
@@ -184,6 +197,12 @@ export const run = async (ctx: Context): Promise<Outcome> => {
         },
         {
           benchmark: "scale",
+          metric: "of which lock tries (polls), per standby",
+          unit: "/s",
+          library: tries / standbys
+        },
+        {
+          benchmark: "scale",
           metric: `kill -9 of a holding process -> ${dynos} run again, max of ${kills}`,
           unit: "ms",
           library: takeover.max,
@@ -204,6 +223,7 @@ export const run = async (ctx: Context): Promise<Outcome> => {
         statementsPerSecond: statements,
         topStatements: top,
         statementsPerSecondPerStandby: statements / standbys,
+        lockTriesPerSecond: tries,
         libraryConnections: connections,
         takeoversMs: takeovers,
         slotsFreedByEachKill: slotsFreed
