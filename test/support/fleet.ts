@@ -33,15 +33,20 @@ const root = fileURLToPath(new URL("../..", import.meta.url))
 /** The bundled form of a fixture in `test/fixtures`, by its name without extension. */
 export const fixture = (name: string) => join(inject("fixturesDir"), `${name}.mjs`)
 
-/** Spawns a script (a bundled `.mjs`, or TypeScript through tsx), collecting its events. */
+/**
+ * Spawns a script (a bundled `.mjs`, or TypeScript through tsx), collecting its events. A `prefix` runs node
+ * through another command that replaces itself with node, such as `["ip", "netns", "exec", "ns1"]`.
+ */
 export const spawnScript = (
   script: string,
   env: Record<string, string | undefined>,
   name = script,
-  args: ReadonlyArray<string> = []
+  args: ReadonlyArray<string> = [],
+  prefix: ReadonlyArray<string> = []
 ): Dyno => {
   const loader = script.endsWith(".ts") ? ["--import", "tsx"] : []
-  const child = spawn(process.execPath, [...loader, script, ...args], {
+  const command = [...prefix, process.execPath, ...loader, script, ...args]
+  const child = spawn(command[0]!, command.slice(1), {
     cwd: root,
     env: { ...process.env, DYNO: undefined, ...env },
     stdio: ["ignore", "pipe", "pipe"]
@@ -85,9 +90,12 @@ export const spawnScript = (
   }
 }
 
-/** Spawns one simulated dyno running an exclusive block. */
-export const spawnDyno = (env: Record<string, string | undefined>, name = env.DYNO ?? "dyno"): Dyno =>
-  spawnScript(fixture("dyno"), env, name)
+/** Spawns one simulated dyno running an exclusive block, optionally through a command `prefix`. */
+export const spawnDyno = (
+  env: Record<string, string | undefined>,
+  name = env.DYNO ?? "dyno",
+  prefix: ReadonlyArray<string> = []
+): Dyno => spawnScript(fixture("dyno"), env, name, [], prefix)
 
 /** Polls `predicate` every 20 ms until it holds, or fails after `timeoutMs` with `what` in the message. */
 export const waitFor = async (what: string, predicate: () => boolean, timeoutMs = 30_000): Promise<void> => {

@@ -7,7 +7,7 @@
  * postgres and removes the data directory, so nothing is ever left behind.
  */
 import { spawn } from "node:child_process"
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { appendFileSync, chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir, userInfo } from "node:os"
 import { join } from "node:path"
@@ -77,6 +77,8 @@ export interface ThrowawayOptions {
   readonly settings?: Record<string, string | number> | undefined
   /** Address to listen on; defaults to 127.0.0.1. */
   readonly listen?: string | undefined
+  /** Lines appended to `pg_hba.conf` before the first start, such as `host all all 10.0.0.0/24 scram-sha-256`. */
+  readonly hba?: ReadonlyArray<string> | undefined
 }
 
 export const startThrowawayPostgres = async (options: ThrowawayOptions = {}): Promise<ThrowawayPostgres> => {
@@ -120,6 +122,9 @@ export const startThrowawayPostgres = async (options: ThrowawayOptions = {}): Pr
   }
   try {
     await server.initialise()
+    if (options.hba !== undefined && options.hba.length > 0) {
+      appendFileSync(join(dataDir, "pg_hba.conf"), `\n${options.hba.join("\n")}\n`)
+    }
     await server.start()
   } catch (error) {
     await stop()
