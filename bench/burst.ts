@@ -59,8 +59,14 @@ const library = (ctx: Context, n: number) =>
     return { seconds: (t1 - t0) / 1000, sendSeconds: (sent - t0) / 1000, ...check(n, received) }
   }).pipe(Effect.scoped, Effect.provide(libraryLayer(ctx.url, {}, lanes)), Effect.runPromise)
 
-const raw = async (ctx: Context, n: number) => {
-  const channel = Keys.slotChannel(uniqueKeyBase("burst raw"), 0)
+// What `signal` sends: the notification plus a count of the slots' holders from pg_locks, in one statement.
+const withHolderCount =
+  "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 " +
+  "AND classid = $3::int4::oid AND objid = $4::int4::oid)::int AS holders, pg_notify($1, $2)"
+
+const raw = async (ctx: Context, n: number, countHolders = false) => {
+  const keyBase = uniqueKeyBase("burst raw")
+  const channel = Keys.slotChannel(keyBase, 0)
   const listener = await rawClient(ctx.url)
   const senders = await Promise.all(Array.from({ length: lanes }, () => rawClient(ctx.url)))
   const received: Array<string> = []
@@ -76,7 +82,11 @@ const raw = async (ctx: Context, n: number) => {
   const t0 = now()
   await Promise.all(
     payloadsOf(n).map(async (lane, i) => {
-      for (const payload of lane) await senders[i]!.query("SELECT pg_notify($1, $2)", [channel, payload])
+      for (const payload of lane) {
+        await (countHolders
+          ? senders[i]!.query(withHolderCount, [channel, payload, ...Keys.slotKey(keyBase, 0)])
+          : senders[i]!.query("SELECT pg_notify($1, $2)", [channel, payload]))
+      }
     })
   )
   const sent = now()
@@ -88,6 +98,7 @@ const raw = async (ctx: Context, n: number) => {
 export const run = async (ctx: Context): Promise<Outcome> => {
   const n = count(ctx, 10_000, 100)
   const rawResult = await raw(ctx, n)
+  const rawCounting = await raw(ctx, n, true)
   const libraryResult = await library(ctx, n)
   const libraryRate = n / libraryResult.seconds
   const rawRate = n / rawResult.seconds
@@ -106,6 +117,13 @@ export const run = async (ctx: Context): Promise<Outcome> => {
       },
       {
         benchmark: "burst",
+        metric: "same, raw sending signal()'s statement (pg_notify + holder count)",
+        unit: "/s",
+        library: "-",
+        raw: n / rawCounting.seconds
+      },
+      {
+        benchmark: "burst",
         metric: "all delivered once, each sender's in order",
         unit: "",
         library: libraryResult.allDelivered && libraryResult.inOrder && libraryResult.duplicates === 0 ? "yes" : "no",
@@ -114,6 +132,6 @@ export const run = async (ctx: Context): Promise<Outcome> => {
         pass: libraryResult.allDelivered && libraryResult.inOrder && libraryResult.duplicates === 0
       }
     ],
-    details: { signals: n, lanes, library: libraryResult, raw: rawResult }
+    details: { signals: n, lanes, library: libraryResult, raw: rawResult, rawWithHolderCount: rawCounting }
   }
 }
