@@ -79,7 +79,8 @@ export const run = async (ctx: Context): Promise<Outcome> => {
     }
   }
   const holdersQuery =
-    "SELECT /* bench sampler */ count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ExclusiveLock' AND granted " +
+    "SELECT /* bench sampler */ count(*)::int AS n FROM pg_locks " +
+    "WHERE locktype = 'advisory' AND mode = 'ExclusiveLock' AND granted " +
     "AND objsubid = 2 AND classid = $1::int4::oid AND objid = ANY($2::int4[]::oid[])"
   // Statements the server ran, from pg_stat_statements when it is loaded (the throwaway server loads it), else
   // from xact_commit, which a backend publishes up to 10 s late.
@@ -103,7 +104,8 @@ export const run = async (ctx: Context): Promise<Outcome> => {
       : Number(
           (
             await admin.query(
-              "SELECT /* bench sampler */ xact_commit::int8 AS n FROM pg_stat_database WHERE datname = current_database()"
+              "SELECT /* bench sampler */ xact_commit::int8 AS n FROM pg_stat_database " +
+                "WHERE datname = current_database()"
             )
           ).rows[0].n
         )
@@ -124,7 +126,8 @@ export const run = async (ctx: Context): Promise<Outcome> => {
       ? (
           await admin.query(
             "SELECT /* bench sampler */ calls::int8 AS calls, left(query, 120) AS query FROM pg_stat_statements " +
-              "WHERE query NOT LIKE '%bench sampler%' AND query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC LIMIT 8"
+              "WHERE query NOT LIKE '%bench sampler%' AND query NOT LIKE '%pg_stat_statements%' " +
+              "ORDER BY calls DESC LIMIT 8"
           )
         ).rows
       : []
@@ -181,7 +184,9 @@ export const run = async (ctx: Context): Promise<Outcome> => {
       rows: [
         {
           benchmark: "scale",
-          metric: `${processes * calls} contenders / ${processes} processes / ${dynos} slots: samples with exactly ${dynos} holders`,
+          metric:
+            `${processes * calls} contenders / ${processes} processes / ${dynos} slots: ` +
+            `samples with exactly ${dynos} holders`,
           unit: "",
           library: `${samples.length - wrong}/${samples.length}`,
           target: "all",
