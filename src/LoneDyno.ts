@@ -282,9 +282,11 @@ export const make = (
             : [yield* validateSlot(options.slot, dynos)]
         const rows = yield* sql
           .unsafe<{ holders: number }>(
-            "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock' " +
-              "AND objsubid = 2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) " +
-              "AND classid = $1::int4::oid AND objid = ANY($2::int4[]::oid[]))::int AS holders, " +
+            // A slot has a holder when a shared lock on its key cannot be had. The transaction-level shared lock
+            // is gone when the statement commits, together with the notifications; reading pg_locks instead
+            // would lock the whole lock table on every signal.
+            "SELECT (SELECT count(*) FROM unnest($2::int4[]) AS k " +
+              "WHERE NOT pg_try_advisory_xact_lock_shared($1::int4, k))::int AS holders, " +
               "(SELECT count(pg_notify(c, $4)) FROM unnest($3::text[]) AS c) AS sent",
             [
               slotKeySpace,
