@@ -163,7 +163,12 @@ const turn = <A, E, R>(
             Effect.annotateLogs("slot", held.slot)
           )
       }),
-    (holding) => (Option.isSome(holding) ? session.release(holding.value) : Effect.void)
+    (holding) =>
+      Option.isSome(holding)
+        ? Effect.zipRight(session.release(holding.value), Effect.logInfo("Released slot")).pipe(
+            Effect.annotateLogs("slot", holding.value.slot)
+          )
+        : Effect.void
   )
 
 export const background = <A, E, R>(
