@@ -59,12 +59,7 @@ const library = (ctx: Context, n: number) =>
     return { seconds: (t1 - t0) / 1000, sendSeconds: (sent - t0) / 1000, ...check(n, received) }
   }).pipe(Effect.scoped, Effect.provide(libraryLayer(ctx.url, {}, lanes)), Effect.runPromise)
 
-// What `signal` sends: the notification plus a count of the slots' holders from pg_locks, in one statement.
-const withHolderCount =
-  "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 " +
-  "AND classid = $3::int4::oid AND objid = $4::int4::oid)::int AS holders, pg_notify($1, $2)"
-
-const raw = async (ctx: Context, n: number, countHolders = false) => {
+const raw = async (ctx: Context, n: number) => {
   const keyBase = uniqueKeyBase("burst raw")
   const channel = Keys.slotChannel(keyBase, 0)
   const listener = await rawClient(ctx.url)
@@ -82,11 +77,7 @@ const raw = async (ctx: Context, n: number, countHolders = false) => {
   const t0 = now()
   await Promise.all(
     payloadsOf(n).map(async (lane, i) => {
-      for (const payload of lane) {
-        await (countHolders
-          ? senders[i]!.query(withHolderCount, [channel, payload, ...Keys.slotKey(keyBase, 0)])
-          : senders[i]!.query("SELECT pg_notify($1, $2)", [channel, payload]))
-      }
+      for (const payload of lane) await senders[i]!.query("SELECT pg_notify($1, $2)", [channel, payload])
     })
   )
   const sent = now()
@@ -98,7 +89,6 @@ const raw = async (ctx: Context, n: number, countHolders = false) => {
 export const run = async (ctx: Context): Promise<Outcome> => {
   const n = count(ctx, 10_000, 100)
   const rawResult = await raw(ctx, n)
-  const rawCounting = await raw(ctx, n, true)
   const libraryResult = await library(ctx, n)
   const libraryRate = n / libraryResult.seconds
   const rawRate = n / rawResult.seconds
@@ -117,13 +107,6 @@ export const run = async (ctx: Context): Promise<Outcome> => {
       },
       {
         benchmark: "burst",
-        metric: "same, raw sending signal()'s statement (pg_notify + holder count)",
-        unit: "/s",
-        library: "-",
-        raw: n / rawCounting.seconds
-      },
-      {
-        benchmark: "burst",
         metric: "all delivered once, each sender's in order",
         unit: "",
         library: libraryResult.allDelivered && libraryResult.inOrder && libraryResult.duplicates === 0 ? "yes" : "no",
@@ -132,6 +115,6 @@ export const run = async (ctx: Context): Promise<Outcome> => {
         pass: libraryResult.allDelivered && libraryResult.inOrder && libraryResult.duplicates === 0
       }
     ],
-    details: { signals: n, lanes, library: libraryResult, raw: rawResult, rawWithHolderCount: rawCounting }
+    details: { signals: n, lanes, library: libraryResult, raw: rawResult }
   }
 }

@@ -46,12 +46,7 @@ const library = (ctx: Context, n: number) =>
     return { samples, calls }
   }).pipe(Effect.scoped, Effect.provide(libraryLayer(ctx.url)), Effect.runPromise)
 
-// What `signal` sends: the notification plus a count of the slots' holders from pg_locks, in one statement.
-const withHolderCount =
-  "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 " +
-  "AND classid = $3::int4::oid AND objid = $4::int4::oid)::int AS holders, pg_notify($1, $2)"
-
-const raw = async (ctx: Context, n: number, countHolders = false) => {
+const raw = async (ctx: Context, n: number) => {
   const keyBase = uniqueKeyBase("latency raw")
   const channel = Keys.slotChannel(keyBase, 0)
   const listener = await rawClient(ctx.url)
@@ -65,9 +60,7 @@ const raw = async (ctx: Context, n: number, countHolders = false) => {
       resolve = r
     })
     const t0 = now()
-    await (countHolders
-      ? sender.query(withHolderCount, [channel, String(i), ...Keys.slotKey(keyBase, 0)])
-      : sender.query("SELECT pg_notify($1, $2)", [channel, String(i)]))
+    await sender.query("SELECT pg_notify($1, $2)", [channel, String(i)])
     const t1 = await arrived
     if (i >= warmup) samples.push(t1 - t0)
   }
@@ -78,7 +71,6 @@ const raw = async (ctx: Context, n: number, countHolders = false) => {
 export const run = async (ctx: Context): Promise<Outcome> => {
   const n = count(ctx, 3000, 100)
   const rawSamples = summary(await raw(ctx, n))
-  const rawCounting = summary(await raw(ctx, n, true))
   const measured = await library(ctx, n)
   const librarySamples = summary(measured.samples)
   const p99 = ratio(librarySamples.p99, rawSamples.p99)
@@ -101,13 +93,6 @@ export const run = async (ctx: Context): Promise<Outcome> => {
         ratio: p99,
         target: "<= 2x raw",
         pass: p99 !== undefined && p99 <= 2
-      },
-      {
-        benchmark: "latency",
-        metric: "same, raw sending signal()'s statement (pg_notify + holder count), p50 / p99",
-        unit: "ms",
-        library: "-",
-        raw: `${rawCounting.p50.toFixed(2)} / ${rawCounting.p99.toFixed(2)}`
       }
     ],
     details: {
@@ -115,7 +100,6 @@ export const run = async (ctx: Context): Promise<Outcome> => {
       warmup,
       library: librarySamples,
       raw: rawSamples,
-      rawWithHolderCount: rawCounting,
       // How long `LoneDyno.signal` took to return (one pooled statement that also counts the holders).
       librarySignalCall: summary(measured.calls)
     }
