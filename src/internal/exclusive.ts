@@ -141,6 +141,14 @@ const hold = <A, E, R>(
     )
   )
 
+/** The release half of an attempt: gives back the slot, if one was taken. */
+const releaseIfHeld = (session: Session) => (holding: Option.Option<Holding>) =>
+  Option.isSome(holding)
+    ? Effect.zipRight(session.release(holding.value), Effect.logInfo("Released slot")).pipe(
+        Effect.annotateLogs("slot", holding.value.slot)
+      )
+    : Effect.void
+
 /**
  * One turn: take a slot if one is free and, if so, run the body on it. The acquisition is uninterruptible
  * and the release guaranteed, so a slot is never taken without being given back.
@@ -163,12 +171,7 @@ const turn = <A, E, R>(
             Effect.annotateLogs("slot", held.slot)
           )
       }),
-    (holding) =>
-      Option.isSome(holding)
-        ? Effect.zipRight(session.release(holding.value), Effect.logInfo("Released slot")).pipe(
-            Effect.annotateLogs("slot", holding.value.slot)
-          )
-        : Effect.void
+    releaseIfHeld(session)
   )
 
 export const background = <A, E, R>(
@@ -334,12 +337,7 @@ export const foreground = <A, E, R>(
             Effect.annotateLogs("slot", held.slot)
           )
         },
-        (holding) =>
-          Option.isSome(holding)
-            ? Effect.zipRight(session.release(holding.value), Effect.logInfo("Released slot")).pipe(
-                Effect.annotateLogs("slot", holding.value.slot)
-              )
-            : Effect.void
+        releaseIfHeld(session)
       )
       if (Option.isSome(ran)) return ran
       const remaining = deadline - Date.now()
