@@ -251,7 +251,8 @@ export const make = (
           })
         }
         if (!LoneDynoConfig.matchesProcessType(dyno, processType)) {
-          const reason = `DYNO ${JSON.stringify(Option.getOrElse(dyno, () => ""))} does not match processType ${String(processType)}`
+          const name = JSON.stringify(Option.getOrElse(dyno, () => ""))
+          const reason = `DYNO ${name} does not match processType ${String(processType)}`
           yield* Effect.logDebug("Process type does not match; not taking part").pipe(
             Effect.annotateLogs("processType", String(processType))
           )

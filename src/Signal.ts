@@ -83,7 +83,9 @@ export const validatePayload = (payload: unknown): Effect.Effect<string, LoneDyn
     ? Effect.fail(
         new LoneDynoConfigError({
           reason: "PayloadTooLarge",
-          message: `payload is ${bytes} bytes in UTF-8; PostgreSQL delivers at most ${maxPayloadBytes}. Send a key to data stored elsewhere instead`
+          message:
+            `payload is ${bytes} bytes in UTF-8; PostgreSQL delivers at most ${maxPayloadBytes}. ` +
+            "Send a key to data stored elsewhere instead"
         })
       )
     : Effect.succeed(payload)

@@ -180,7 +180,8 @@ describe("processes", () => {
       expect(holding()).toBe(2)
       const slots = yield* admin(server.url, (c) =>
         c.query(
-          "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock' " +
+          "SELECT count(*)::int AS n FROM pg_locks " +
+            "WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock' " +
             "AND classid = (-2147483648)::int4::oid"
         )
       )

@@ -216,7 +216,8 @@ export const make = (
         const values = sessionSettings.map(([, value]) => value)
         const result = yield* run(
           connection,
-          "SELECT pg_backend_pid() AS pid, (SELECT count(set_config(n, v, false)) FROM unnest($1::text[], $2::text[]) AS s(n, v)) AS n",
+          "SELECT pg_backend_pid() AS pid, " +
+            "(SELECT count(set_config(n, v, false)) FROM unnest($1::text[], $2::text[]) AS s(n, v)) AS n",
           [names, values]
         ).pipe(Effect.onError(() => destroy))
         const backendPid = Number(result.rows[0]?.pid)
@@ -245,7 +246,8 @@ export const make = (
         const result = yield* run(
           connection,
           "SELECT classid::int8::text AS a, objid::int8::text AS b FROM pg_locks " +
-            "WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1::int4::oid",
+            "WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND granted AND objsubid = 2 " +
+            "AND classid = $1::int4::oid",
           [slotKeySpace]
         )
         const actual = new Set(result.rows.map((row) => `${row.a}:${row.b}`))

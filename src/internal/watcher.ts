@@ -54,7 +54,8 @@ export const run = (config: pg.ClientConfig, applicationName: string, standbys: 
         )
         yield* query(
           client,
-          "SELECT set_config('lock_timeout', $1, false), set_config('client_connection_check_interval', '1000', false), " +
+          "SELECT set_config('lock_timeout', $1, false), " +
+            "set_config('client_connection_check_interval', '1000', false), " +
             "set_config('statement_timeout', '0', false), set_config('idle_session_timeout', '0', false)",
           [`${Duration.toMillis(lockTimeout)}`]
         )

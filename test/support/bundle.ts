@@ -4,6 +4,12 @@
  */
 import { build } from "esbuild"
 
+// pg and other CommonJS dependencies call require(); an ESM bundle needs one.
+const requireShim = [
+  'import { createRequire as __createRequire } from "node:module";',
+  "const require = __createRequire(import.meta.url);"
+].join(" ")
+
 export const bundle = async (entryPoints: ReadonlyArray<string>, outdir: string): Promise<void> => {
   await build({
     entryPoints: [...entryPoints],
@@ -14,9 +20,7 @@ export const bundle = async (entryPoints: ReadonlyArray<string>, outdir: string)
     target: "node20",
     outExtension: { ".js": ".mjs" },
     external: ["pg-native"],
-    banner: {
-      js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);'
-    },
+    banner: { js: requireShim },
     logLevel: "error"
   })
 }

@@ -45,7 +45,9 @@ const reaperSource = `
 const [parentPid, dataDir] = process.argv.slice(1)
 const fs = require("node:fs")
 const alive = (pid) => { try { process.kill(pid, 0); return true } catch (e) { return e.code === "EPERM" } }
-const postmaster = () => { try { return Number(fs.readFileSync(dataDir + "/postmaster.pid", "utf8").split("\\n")[0]) } catch { return 0 } }
+const postmaster = () => {
+  try { return Number(fs.readFileSync(dataDir + "/postmaster.pid", "utf8").split("\\n")[0]) } catch { return 0 }
+}
 const timer = setInterval(() => {
   if (!fs.existsSync(dataDir)) process.exit(0)
   if (alive(Number(parentPid))) return
