@@ -67,6 +67,29 @@ describe("exclusive in one process", () => {
     }).pipe(Effect.scoped, Effect.provide(loneDyno()))
   )
 
+  it.live("a layer closed before the block's scope: the block stops before its slot is unlocked", () =>
+    Effect.gen(function* () {
+      const keyBase = uniqueKeyBase("early-layer")
+      const seen = yield* Ref.make<Array<string>>([])
+      const outer = yield* Scope.make()
+      yield* Effect.gen(function* () {
+        const handle = yield* LoneDyno.exclusive(
+          () =>
+            Effect.never.pipe(
+              Effect.onInterrupt(() =>
+                Effect.flatMap(heldBy(keyBase), (n) => Ref.update(seen, (s) => [...s, `interrupted while held=${n}`]))
+              )
+            ),
+          { keyBase }
+        ).pipe(Scope.extend(outer))
+        yield* handle.awaitSlot
+      }).pipe(Effect.provide(loneDyno()))
+      expect(yield* Ref.get(seen)).toEqual(["interrupted while held=1"])
+      expect(yield* heldBy(keyBase)).toBe(0)
+      yield* Scope.close(outer, Exit.void)
+    })
+  )
+
   it.live("a block that ends keeps its slot until the scope closes", () =>
     Effect.gen(function* () {
       const keyBase = uniqueKeyBase("ended")

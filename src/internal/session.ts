@@ -333,6 +333,11 @@ export const make = (
         const connection = current
         current = undefined
         if (connection === undefined) return
+        // Blocks still running in a scope that outlives this layer stop before their slots are unlocked.
+        if (connection.holdings.size > 0) {
+          yield* markLost(connection, "the layer's scope closed")
+          yield* awaitHoldersGone(connection)
+        }
         yield* Effect.promise(() =>
           connection.client.query("SELECT pg_advisory_unlock_all()").then(
             () => connection.client.end(),
