@@ -29,6 +29,8 @@ export interface Connection {
   /** Completed, with the reason, the moment the connection can no longer be trusted. */
   readonly lost: Deferred.Deferred<string>
   readonly holdings: Set<Holding>
+  /** Slot channels LISTENed on this connection, with their key bases. */
+  readonly listening: Map<string, string>
 }
 
 /** A slot held by this process. */
@@ -210,7 +212,8 @@ export const make = (
           client,
           backendPid: 0,
           lost,
-          holdings: new Set()
+          holdings: new Set(),
+          listening: new Map()
         }
         const names = sessionSettings.map(([name]) => name)
         const values = sessionSettings.map(([, value]) => value)
@@ -365,22 +368,21 @@ export const make = (
     )
 
     const tryAcquire = (keyBase: string, dynos: number, poll = false) =>
-      Effect.flatMap(connection, (live) =>
-        poll && Date.now() - (lastMiss.get(keyBase) ?? 0) < pollGap
-          ? Effect.succeed(Option.none<Holding>())
-          : attempt(live, keyBase, dynos)
-      )
+      Effect.flatMap(connection, (live) => attempt(live, keyBase, dynos, poll))
 
-    const attempt = (live: Connection, keyBase: string, dynos: number) =>
+    const attempt = (live: Connection, keyBase: string, dynos: number, poll: boolean) =>
       lockPermit
         .withPermits(1)(
           Effect.gen(function* () {
             if (yield* Deferred.isDone(live.lost)) return Option.none<Holding>()
+            if (poll && Date.now() - (lastMiss.get(keyBase) ?? 0) < pollGap) return Option.none<Holding>()
             const candidates: Array<number> = []
             for (let slot = 0; slot < dynos; slot++) if (!holdings.has(holdingId(keyBase, slot))) candidates.push(slot)
             if (candidates.length === 0) return Option.none<Holding>()
             // Listen before locking, so a signal counted for this holder can never slip past it: the LISTENs
-            // commit before the lock is tried, and what arrives meanwhile is kept for the slot won.
+            // commit before the lock is tried, and what arrives meanwhile is kept for the slot won. While the
+            // key base has standbys here the LISTENs stay, so later tries are a single statement; payloads for
+            // channels this process does not hold are dropped.
             const listenFirst = candidates.length <= maxListenFirst
             const pending = new Map<string, Array<string>>()
             if (listenFirst) {
@@ -398,17 +400,20 @@ export const make = (
               `SELECT s FROM unnest(ARRAY[${candidates.join(",")}]::int4[], ` +
               `ARRAY[${candidates.map((slot) => slotKey(keyBase, slot)[1]).join(",")}]::int4[]) AS t(s, k) ` +
               `WHERE pg_try_advisory_lock(${int4(slotKeySpace)}, t.k) LIMIT 1`
-            const listens = [...pending.keys()].map((channel) => `LISTEN ${quoteIdent(channel)}`)
+            const fresh = [...pending.keys()].filter((channel) => !live.listening.has(channel))
+            const listens = fresh.map((channel) => `LISTEN ${quoteIdent(channel)}`)
             const results = yield* run(
               live,
-              listenFirst ? `BEGIN; ${listens.join("; ")}; COMMIT; ${tryLock}` : tryLock
+              listens.length > 0 ? `BEGIN; ${listens.join("; ")}; COMMIT; ${tryLock}` : tryLock
             ).pipe(Effect.tapError(() => dropPending))
+            for (const channel of fresh) live.listening.set(channel, keyBase)
             const last = Array.isArray(results) ? (results as Array<pg.QueryResult>).at(-1) : results
             const row = last?.rows[0]
             const won = row === undefined ? undefined : slotChannel(keyBase, Number(row.s))
             const losers = [...pending.keys()].filter((channel) => channel !== won)
             for (const channel of losers) routes.delete(channel)
-            if (losers.length > 0) {
+            if (losers.length > 0 && !wakers.has(keyBase)) {
+              for (const channel of losers) live.listening.delete(channel)
               yield* run(live, losers.map((channel) => `UNLISTEN ${quoteIdent(channel)}`).join("; ")).pipe(
                 Effect.tapError(() => dropPending)
               )
@@ -433,6 +438,7 @@ export const make = (
             routes.set(holding.channel, (payload) => Queue.unsafeOffer(holding.payloads, payload))
             if (!listenFirst) {
               yield* run(live, `LISTEN ${quoteIdent(holding.channel)}`).pipe(Effect.tapError(() => forget(holding)))
+              live.listening.set(holding.channel, keyBase)
             }
             return Option.some(holding)
           })
@@ -469,6 +475,7 @@ export const make = (
                 Effect.ignore
               )
             }
+            live.listening.delete(holding.channel)
             yield* forget(holding)
             wake(holding.keyBase)
           })
@@ -527,8 +534,18 @@ export const make = (
             if (set !== undefined && set.size === 0) {
               wakers.delete(keyBase)
               routes.delete(releaseChannel(keyBase))
-              if (current !== undefined) {
-                yield* run(current, `UNLISTEN ${quoteIdent(releaseChannel(keyBase))}`).pipe(Effect.ignore)
+              const live = current
+              if (live !== undefined) {
+                // Under the permit, so no attempt is between its LISTEN and its result.
+                const unlisten = Effect.suspend(() => {
+                  const idle = [...live.listening]
+                    .filter(([channel, base]) => base === keyBase && !routes.has(channel))
+                    .map(([channel]) => channel)
+                  for (const channel of idle) live.listening.delete(channel)
+                  const channels = [releaseChannel(keyBase), ...idle]
+                  return run(live, channels.map((channel) => `UNLISTEN ${quoteIdent(channel)}`).join("; "))
+                })
+                yield* lockPermit.withPermits(1)(unlisten).pipe(Effect.ignore)
               }
             }
             yield* Queue.shutdown(queue)
