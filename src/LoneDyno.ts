@@ -296,7 +296,7 @@ export const make = (
               text
             ]
           )
-          .pipe(Effect.mapError(sqlFailure("Sending the signal")), withDeadline("Sending the signal"))
+          .pipe(Effect.mapError(sqlFailure("Sending the signal")))
         return Number(rows[0]?.holders ?? 0)
       }).pipe(Effect.withSpan("LoneDyno.signal"))
 
@@ -425,6 +425,9 @@ export const exclusive: {
  *
  * Note: PostgreSQL cannot carry a NUL character or an unpaired surrogate; such payloads fail with
  * `InvalidPayload`, also before anything is sent.
+ *
+ * Note: the statement runs on the app's `PgClient` pool, whose own timeouts apply; it carries no deadline of
+ * its own, because a timer per signal halved burst throughput. Add `Effect.timeout` where one is needed.
  *
  * @since 0.1.0
  * @category operations
