@@ -7,7 +7,7 @@
  */
 import { execFileSync } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, describe, expect, it } from "@effect/vitest"
 import pg from "pg"
 import { slotChannel, slotKey } from "../src/Keys.js"
 import {
@@ -45,11 +45,22 @@ interface Namespace {
 
 const ip = (...args: ReadonlyArray<string>) => execFileSync("ip", args, { stdio: "pipe" }).toString()
 
-const createNamespace = (): Namespace | string => {
+/** Whether this machine lets the test make network namespaces (root and iproute2). */
+const namespacesUsable = (() => {
+  try {
+    ip("netns", "list")
+    return process.getuid?.() === 0
+  } catch {
+    return false
+  }
+})()
+
+/** Names include a label and the test's pid, so that parallel runs do not collide. */
+const createNamespace = (label: string): Namespace | string => {
   const tag = String(process.pid)
-  const name = `tld-chaos-${tag}`
-  const hostIf = `tldh${tag}`.slice(0, 15)
-  const nsIf = `tldn${tag}`.slice(0, 15)
+  const name = `tld-${label}-${tag}`
+  const hostIf = `tl${label[0]}h${tag}`.slice(0, 15)
+  const nsIf = `tl${label[0]}n${tag}`.slice(0, 15)
   try {
     const used = ip("-o", "-4", "addr", "show")
     let octet = 1 + (process.pid % 250)
@@ -130,17 +141,28 @@ interface Proc {
 }
 
 describe("chaos", () => {
+  // What the test made, also removed here should the test itself be abandoned (a timeout).
+  const made: { ns?: Namespace | undefined; procs: Array<Proc>; server?: ThrowawayPostgres | undefined } = {
+    procs: []
+  }
+  afterAll(async () => {
+    for (const p of made.procs) p.dyno.kill("SIGKILL")
+    await made.server?.stop()
+    made.ns?.remove()
+  })
+
   it("at most N under random faults, back to N after each, signals delivered once", {
     timeout: chaosMs + 180_000
   }, async () => {
     const random = seededRandom(seed)
     print(`seed ${seed} (replay with CHAOS_SEED=${seed}), ${chaosMs / 1000} s of faults`)
-    const namespace = createNamespace()
+    const namespace = createNamespace("chaos")
     if (typeof namespace === "string") {
       print(`network namespaces are unavailable (${namespace}); the network-cut fault is skipped`)
     }
     const ns = typeof namespace === "string" ? undefined : namespace
-    const procs: Array<Proc> = []
+    const procs: Array<Proc> = made.procs
+    made.ns = ns
     const faults: Array<Fault> = []
     const signals: Array<SentSignal> = []
     const anomalies: Array<string> = []
@@ -156,6 +178,7 @@ describe("chaos", () => {
           ? {}
           : { listen: `127.0.0.1,${ns.hostAddress}`, hba: [`host all all ${ns.subnet} scram-sha-256`] }
       )
+      made.server = server
       const db = server
       const keyBase = uniqueKeyBase("chaos")
       const control = adminClient(db.url)
@@ -190,7 +213,7 @@ describe("chaos", () => {
       // The namespace's processes start first, so that they hold the slots when the first fault, a cut, comes.
       if (ns !== undefined) {
         const first = Array.from({ length: namespaceProcesses }, () => spawn(true))
-        await waitFor("a process in the namespace to hold a slot", () => first.some((p) => p.dyno.running()), 60_000)
+        await waitFor("the namespace's processes to hold the slots", () => first.every((p) => p.dyno.running()), 60_000)
       }
       while (alive().length < hostProcesses + (ns === undefined ? 0 : namespaceProcesses)) spawn(false)
       await waitFor(`${N} holders`, () => holders().length === N, 60_000)
@@ -215,6 +238,33 @@ describe("chaos", () => {
           await sleep(300)
         }
       })()
+
+      // What the server and the processes say, for the report when the fleet does not recover.
+      const diagnose = async () => {
+        const lines: Array<string> = []
+        try {
+          const rows = await control.query(
+            "SELECT a.pid, a.application_name, a.state, a.client_addr, left(a.query, 60) AS query, " +
+              "string_agg(l.classid::int8 || ':' || l.objid::int8 || ':' || l.mode || ':' || l.granted, ' ') AS locks " +
+              "FROM pg_stat_activity a LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' " +
+              "WHERE a.backend_type = 'client backend' GROUP BY 1, 2, 3, 4, 5 ORDER BY 2"
+          )
+          for (const row of rows.rows) lines.push(`pg: ${JSON.stringify(row)}`)
+        } catch (error) {
+          lines.push(`pg: ${String(error)}`)
+        }
+        if (ns !== undefined) {
+          try {
+            lines.push(`ss: ${execFileSync("ss", ["-tnoi", "dst", ns.subnet]).toString()}`)
+          } catch (error) {
+            lines.push(`ss: ${String(error)}`)
+          }
+        }
+        for (const p of alive()) {
+          lines.push(`${p.name} (pid ${p.dyno.child.pid}) stderr: ${p.dyno.stderr.join("").slice(-800)}`)
+        }
+        return `diagnosis:\n    ${lines.join("\n    ")}`
+      }
 
       const replace = (victim: Proc) => spawn(victim.inNamespace)
       const pickHolder = () => {
@@ -295,6 +345,12 @@ describe("chaos", () => {
         ["restart", 1],
         ["cut", 2]
       ]
+      // A cut only while every process in the namespace holds a slot: a cut standby's watcher can keep a slot
+      // blocked for minutes once its holder is gone (the known-failing test below). Lift this when that passes.
+      const cuttable = () => {
+        const inside = alive().filter((p) => p.inNamespace)
+        return inside.length > 0 && inside.every((p) => p.dyno.running())
+      }
       const deadline = t0 + chaosMs
       while (Date.now() < deadline) {
         const left = deadline - Date.now()
@@ -302,8 +358,7 @@ describe("chaos", () => {
         if (kind === undefined) {
           const eligible = weights.filter(
             ([k]) =>
-              (k !== "cut" || (ns !== undefined && left > 25_000 && holders().some((p) => p.inNamespace))) &&
-              (k !== "restart" || left > 8_000)
+              (k !== "cut" || (ns !== undefined && left > 25_000 && cuttable())) && (k !== "restart" || left > 8_000)
           )
           let roll = random() * eligible.reduce((sum, [, w]) => sum + w, 0)
           kind = "terminate"
@@ -315,12 +370,14 @@ describe("chaos", () => {
             }
           }
         }
-        if (kind === "cut" && !holders().some((p) => p.inNamespace)) kind = "terminate"
+        if (kind === "cut" && !cuttable()) kind = "terminate"
         print(`${((Date.now() - t0) / 1000).toFixed(1)} s: ${kind}`)
         try {
           await inject(kind)
         } catch (error) {
-          anomalies.push(`after ${kind} at ${faults.at(-1)?.t}: ${error instanceof Error ? error.message : error}`)
+          const at = (faults.at(-1)?.t ?? t0) - t0
+          anomalies.push(`after ${kind} at ${at} ms: ${error instanceof Error ? error.message : error}`)
+          anomalies.push(await diagnose())
           break
         }
         // A quiet spell, during which the signals sent must reach each holder exactly once.
@@ -376,4 +433,54 @@ describe("chaos", () => {
     expect(faults.length).toBeGreaterThanOrEqual(4)
     expect(report.signals.stable).toBeGreaterThan(0)
   })
+
+  // Known bug, src/internal/watcher.ts: the watcher waits with a session-level `pg_advisory_lock_shared` on a
+  // connection without the server-side keepalive settings of the lock session. When a standby's host is cut off,
+  // its watcher's backend lingers; once the holder's slot is freed, that backend is granted the shared lock and
+  // keeps it (its reply is never acknowledged, so the server only gives up after tcp_retries2, about 15 minutes),
+  // and no other process can take the slot. Stays `it.fails` until the slot is taken within the cut's bound.
+  it.skipIf(!namespacesUsable).fails(
+    "a standby cut off by the network does not keep the slot blocked once the holder is gone",
+    { timeout: 120_000 },
+    async () => {
+      const namespace = createNamespace("watch")
+      if (typeof namespace === "string") throw new Error(`no network namespace: ${namespace}`)
+      const dynos: Array<Dyno> = []
+      let server: ThrowawayPostgres | undefined
+      try {
+        server = await startThrowawayPostgres({
+          listen: `127.0.0.1,${namespace.hostAddress}`,
+          hba: [`host all all ${namespace.subnet} scram-sha-256`]
+        })
+        const keyBase = uniqueKeyBase("cut standby")
+        const inside = server.url.replace("@127.0.0.1:", `@${namespace.hostAddress}:`)
+        const prefix = ["ip", "netns", "exec", namespace.name]
+        const start = (name: string, url: string, through: ReadonlyArray<string> = []) => {
+          const dyno = spawnDyno({ DATABASE_URL: url, KEY_BASE: keyBase, DYNOS: "1" }, name, through)
+          dynos.push(dyno)
+          return dyno
+        }
+        const ready = (dyno: Dyno) => () => dyno.events.some((e) => e.event === "ready")
+        const holder = start("holder", inside, prefix)
+        await waitFor("the holder to run", () => holder.running(), 60_000)
+        // Its watcher now waits inside PostgreSQL for the holder's slot.
+        const cutStandby = start("cut standby", inside, prefix)
+        await waitFor("the standby in the namespace to be ready", ready(cutStandby), 60_000)
+        const standby = start("standby", server.url)
+        await waitFor("the other standby to be ready", ready(standby), 60_000)
+        await sleep(2000)
+        const cutAt = Date.now()
+        namespace.cut()
+        await waitFor("the cut holder to stop", () => !holder.running(), 15_000)
+        // The server frees the holder's slot about 11 s after the cut; the bound of the chaos test is 20 s.
+        await waitFor("the other standby to take the slot", () => standby.running(), cutAt + 20_000 - Date.now())
+        expect(cutStandby.running()).toBe(false)
+      } finally {
+        for (const dyno of dynos) dyno.kill("SIGKILL")
+        await Promise.all(dynos.map((dyno) => Promise.race([dyno.exited, sleep(5000)])))
+        await server?.stop()
+        namespace.remove()
+      }
+    }
+  )
 })
