@@ -2,7 +2,7 @@
  * The watcher: while a process has standbys, one extra connection waits inside PostgreSQL for a held slot
  * to become free, so standbys learn of a holder's death within a round trip instead of at the next poll.
  *
- * It waits with `pg_advisory_lock_shared` on the slot's key, which the server grants the moment the holder's
+ * It waits with `pg_advisory_xact_lock_shared` on the slot's key, which the server grants the moment the holder's
  * exclusive lock goes (the holder's process died, its connection was cut, or it released). The watcher then
  * lets go at once and wakes the standbys, which try for the slot on the lock session. Slots are shared out
  * among the watchers of a fleet with watch tickets (`Keys.watchKey`), so with as many standby processes as
@@ -14,6 +14,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import pg from "pg"
 import { slotKey, slotKeySpace, watchKey, watchKeySpace } from "../Keys.js"
+import { serverKeepalive } from "../LoneDynoConfig.js"
 
 export interface Standbys {
   /** Key bases that have standbys now, with their slot counts. */
@@ -52,12 +53,22 @@ export const run = (config: pg.ClientConfig, applicationName: string, standbys: 
         yield* Effect.tryPromise({ try: () => client.connect(), catch: (cause) => cause }).pipe(
           Effect.timeout("5 seconds")
         )
+        // The lock session's keepalives too, so the server drops a vanished watcher's ticket within seconds.
+        const detection = serverKeepalive.idle + serverKeepalive.interval * serverKeepalive.count
         yield* query(
           client,
           "SELECT set_config('lock_timeout', $1, false), " +
             "set_config('client_connection_check_interval', '1000', false), " +
-            "set_config('statement_timeout', '0', false), set_config('idle_session_timeout', '0', false)",
-          [`${Duration.toMillis(lockTimeout)}`]
+            "set_config('statement_timeout', '0', false), set_config('idle_session_timeout', '0', false), " +
+            "set_config('tcp_keepalives_idle', $2, false), set_config('tcp_keepalives_interval', $3, false), " +
+            "set_config('tcp_keepalives_count', $4, false), set_config('tcp_user_timeout', $5, false)",
+          [
+            `${Duration.toMillis(lockTimeout)}`,
+            `${serverKeepalive.idle}`,
+            `${serverKeepalive.interval}`,
+            `${serverKeepalive.count}`,
+            `${detection * 1000}`
+          ]
         )
         attempt = 0
         while (true) {
@@ -78,9 +89,11 @@ export const run = (config: pg.ClientConfig, applicationName: string, standbys: 
           const ticketSlot = ticket.rows[0] === undefined ? undefined : Number(ticket.rows[0].s)
           const slot = ticketSlot ?? candidates[Math.floor(Math.random() * candidates.length)]!
           const started = Date.now()
+          // Transaction-level: the shared lock ends with the statement, so a watcher cut off at the moment it is
+          // granted can never keep a freed slot from the standbys.
           const granted = yield* query(
             client,
-            "SELECT pg_advisory_lock_shared($1::int4, $2::int4)",
+            "SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4)",
             [slotKeySpace, slotKey(keyBase, slot)[1]],
             Duration.sum(lockTimeout, Duration.seconds(5))
           ).pipe(
@@ -90,24 +103,15 @@ export const run = (config: pg.ClientConfig, applicationName: string, standbys: 
               () => Effect.succeed(false)
             )
           )
-          yield* query(
-            client,
-            "SELECT CASE WHEN $1 THEN pg_advisory_unlock_shared($2::int4, $3::int4) END, " +
-              "CASE WHEN $4 THEN pg_advisory_unlock($5::int4, $6::int4) END",
-            [
-              granted,
-              slotKeySpace,
-              slotKey(keyBase, slot)[1],
-              ticketSlot !== undefined,
+          if (granted) standbys.wake(keyBase)
+          if (ticketSlot !== undefined) {
+            yield* query(client, "SELECT pg_advisory_unlock($1::int4, $2::int4)", [
               watchKeySpace,
-              watchKey(keyBase, ticketSlot ?? 0)[1]
-            ]
-          )
-          if (granted) {
-            standbys.wake(keyBase)
-            // Granted at once means the slot was already free: let the standbys take it before waiting again.
-            if (Date.now() - started < 20) yield* Effect.sleep("100 millis")
+              watchKey(keyBase, ticketSlot)[1]
+            ])
           }
+          // Granted at once means the slot was already free: let the standbys take it before waiting again.
+          if (granted && Date.now() - started < 20) yield* Effect.sleep("100 millis")
         }
       }).pipe(Effect.ensuring(Effect.sync(() => destroy(client))), Effect.either)
       if (outcome._tag === "Left") {
