@@ -26,7 +26,7 @@ import { createHash } from "node:crypto"
 export const slotKeySpace = -2147483648
 
 /**
- * The first half of the keys that standbys use to share out which slot each one watches. Distinct from
+ * The first half of the keys that standbys use to share out which holder each one watches. Distinct from
  * {@link slotKeySpace}, so it never collides with a slot.
  *
  * @since 0.1.0
@@ -79,12 +79,13 @@ export type LockKey = readonly [number, number]
 export const slotKey = (keyBase: string, slot: number): LockKey => [slotKeySpace, crc32(`${keyBase}_${slot}`)]
 
 /**
- * The key a standby takes to say that it watches a slot.
+ * The key a standby's watcher takes to say that it watches the holder with server pid `pid`: a holder's death
+ * frees all its slots at once, so watchers are shared out over holders rather than slots.
  *
  * @since 0.1.0
  * @category keys
  */
-export const watchKey = (keyBase: string, slot: number): LockKey => [watchKeySpace, crc32(`${keyBase}_${slot}`)]
+export const watchKey = (keyBase: string, pid: number): LockKey => [watchKeySpace, crc32(`${keyBase}#${pid}`)]
 
 /**
  * The channel prefix of a key base: `tld_` and 40 hex digits of its SHA-256.

@@ -66,8 +66,8 @@ describe("Keys.slotKey", () => {
     ])
   })
 
-  it("uses a different key space for watch keys", () => {
-    expect(Keys.watchKey("a", 0)[1]).toBe(Keys.slotKey("a", 0)[1])
+  it("keys watch tickets by holder pid, in a key space of their own", () => {
+    expect(Keys.watchKey("a", 4242)).toEqual([Keys.watchKeySpace, zlibCrc32("a#4242") | 0])
     expect(Keys.watchKey("a", 0)[0]).not.toBe(Keys.slotKey("a", 0)[0])
   })
 })

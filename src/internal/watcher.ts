@@ -4,11 +4,12 @@
  *
  * It waits with `pg_advisory_xact_lock_shared` on the slot's key, which the server grants the moment the holder's
  * exclusive lock goes (the holder's process died, its connection was cut, or it released). The watcher then
- * lets go at once and wakes the standbys, which try for the slot on the lock session. Slots are shared out
- * among the watchers of a fleet with watch tickets (`Keys.watchKey`), so with as many standby processes as
- * slots every slot has a watcher; a watcher that finds no free ticket waits on a random slot.
+ * lets go at once and wakes the standbys, which try for every free slot on the lock session. Holders are
+ * shared out among the watchers of a fleet with watch tickets (`Keys.watchKey`): a holder's death frees all
+ * its slots at once, so with as many standby processes as holding processes every holder has a watcher; a
+ * watcher that finds no free ticket watches a random holder.
  *
- * A wait lasts at most `lockTimeout`, so an idle watcher costs the server one statement per 30 seconds.
+ * A wait lasts at most `lockTimeout`, so an idle watcher costs the server four statements per 30 seconds.
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -81,13 +82,34 @@ export const run = (config: pg.ClientConfig, applicationName: string, standbys: 
             yield* Effect.sleep("100 millis")
             continue
           }
-          const ticket = yield* query(
+          // Who holds what: a free slot is waited on at once (granted at once: the standbys take it); otherwise
+          // watch a holder no other watcher has a ticket for, since its death frees every slot it has.
+          const holders = yield* query(
             client,
-            "SELECT s FROM unnest($1::int4[], $2::int4[]) AS t(s, k) WHERE pg_try_advisory_lock($3::int4, t.k) LIMIT 1",
-            [candidates, candidates.map((slot) => watchKey(keyBase, slot)[1]), watchKeySpace]
+            "SELECT s.slot, l.pid FROM unnest($1::int4[], $2::int4[]) AS s(slot, k) " +
+              "LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' " +
+              "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) " +
+              "AND l.classid = $3::int4::oid AND l.objid = s.k::oid",
+            [candidates, candidates.map((slot) => slotKey(keyBase, slot)[1]), slotKeySpace]
           )
-          const ticketSlot = ticket.rows[0] === undefined ? undefined : Number(ticket.rows[0].s)
-          const slot = ticketSlot ?? candidates[Math.floor(Math.random() * candidates.length)]!
+          const slotOf = new Map<number, number>()
+          let free: number | undefined
+          for (const row of holders.rows as Array<{ slot: number; pid: number | null }>) {
+            if (row.pid === null) free ??= Number(row.slot)
+            else if (!slotOf.has(row.pid)) slotOf.set(row.pid, Number(row.slot))
+          }
+          const pids = [...slotOf.keys()]
+          const ticket =
+            free !== undefined || pids.length === 0
+              ? undefined
+              : yield* query(
+                  client,
+                  "SELECT p FROM unnest($1::int4[], $2::int4[]) AS t(p, k) " +
+                    "WHERE pg_try_advisory_lock($3::int4, t.k) LIMIT 1",
+                  [pids, pids.map((pid) => watchKey(keyBase, pid)[1]), watchKeySpace]
+                ).pipe(Effect.map((result) => (result.rows[0] === undefined ? undefined : Number(result.rows[0].p))))
+          const watched = ticket ?? pids[Math.floor(Math.random() * pids.length)]
+          const slot = free ?? (watched === undefined ? candidates[0]! : slotOf.get(watched)!)
           const started = Date.now()
           // Transaction-level: the shared lock ends with the statement, so a watcher cut off at the moment it is
           // granted can never keep a freed slot from the standbys.
@@ -104,10 +126,10 @@ export const run = (config: pg.ClientConfig, applicationName: string, standbys: 
             )
           )
           if (granted) standbys.wake(keyBase)
-          if (ticketSlot !== undefined) {
+          if (ticket !== undefined) {
             yield* query(client, "SELECT pg_advisory_unlock($1::int4, $2::int4)", [
               watchKeySpace,
-              watchKey(keyBase, ticketSlot)[1]
+              watchKey(keyBase, ticket)[1]
             ])
           }
           // Granted at once means the slot was already free: let the standbys take it before waiting again.
