@@ -6,7 +6,7 @@
 
 import { hostname } from "node:os"
 import * as PgClient from "@effect/sql-pg/PgClient"
-import type * as Config from "effect/Config"
+import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -364,16 +364,25 @@ export const layer = (
   Layer.scoped(LoneDyno, make(options))
 
 /**
- * The service, with options read through `Config` (by default from the environment; see
- * `LoneDynoConfig.fromEnv` for the variable names).
+ * The service, with options read through `Config`: by default every option from the environment (see
+ * `LoneDynoConfig.fromEnv` for the variable names), or a `Config` per option, as `PgClient.layerConfig` takes.
+ *
+ * @example
+ * ```ts
+ * import { LoneDyno } from "the-lone-dyno"
+ * import { Config } from "effect"
+ *
+ * const FromEnv = LoneDyno.layerConfig()
+ * const Custom = LoneDyno.layerConfig({ keyBase: Config.string("SCHEDULER_LOCK"), dynos: Config.succeed(1) })
+ * ```
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerConfig = (
-  config: Config.Config<LoneDynoConfig.LoneDynoOptions> = LoneDynoConfig.fromEnv
+  config: Config.Config.Wrap<LoneDynoConfig.LoneDynoOptions> = LoneDynoConfig.fromEnv
 ): Layer.Layer<LoneDyno, LoneDynoConfigError | ConfigError.ConfigError, PgClient.PgClient> =>
-  Layer.scoped(LoneDyno, Effect.flatMap(config, make))
+  Layer.scoped(LoneDyno, Effect.flatMap(Config.unwrap(config), make))
 
 /**
  * Runs `body` on at most `dynos` processes: whoever holds one of the slots runs it.

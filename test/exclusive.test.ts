@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, type Layer, Option, Ref, Scope, Stream } from "effect"
+import { Config, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Option, Ref, Scope, Stream } from "effect"
 import pg from "pg"
 import { LoneDyno, type LoneDynoError, Keys as LoneDynoKeys } from "../src/index.js"
-import { databaseUrl, loneDyno, uniqueKeyBase } from "./support/layer.js"
+import { databaseUrl, loneDyno, postgres, uniqueKeyBase } from "./support/layer.js"
 
 const heldBy = (keyBase: string, dynos = 1) =>
   Effect.promise(async () => {
@@ -220,6 +220,61 @@ describe("invalid options", () => {
         expect((error as { reason: string }).reason).toBe(reason)
         expect((error as { message: string }).message.length).toBeGreaterThan(20)
       }
+    })
+  )
+})
+
+describe("layerConfig", () => {
+  const withEnv = (env: Record<string, string>, config?: Parameters<typeof LoneDyno.layerConfig>[0]) =>
+    LoneDyno.layerConfig(config).pipe(
+      Layer.provide(postgres()),
+      Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
+    )
+
+  it.live("reads every option from the environment by default", () =>
+    Effect.gen(function* () {
+      const keyBase = "env-key-base"
+      const service = yield* LoneDyno.LoneDyno
+      expect(service.options.keyBase).toBe(keyBase)
+      expect(service.options.dynos).toBe(3)
+      expect(service.options.processType).toBe("worker")
+      const handle = yield* LoneDyno.exclusive(() => Effect.never)
+      expect(handle.keyBase).toBe(keyBase)
+      expect(handle.dynos).toBe(3)
+      yield* handle.awaitSlot
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        withEnv({
+          LONE_DYNO_KEY_BASE: "env-key-base",
+          LONE_DYNO_DYNOS: "3",
+          LONE_DYNO_PROCESS_TYPE: "worker",
+          DYNO: "worker.2"
+        })
+      ),
+      Effect.catchAll((error) => Effect.die(error))
+    )
+  )
+
+  it.live("takes a Config per option, as PgClient.layerConfig does", () =>
+    Effect.gen(function* () {
+      const service = yield* LoneDyno.LoneDyno
+      expect(service.options.keyBase).toBe("from SCHEDULER_LOCK")
+      expect(service.options.dynos).toBe(2)
+    }).pipe(
+      Effect.provide(
+        withEnv(
+          { SCHEDULER_LOCK: "from SCHEDULER_LOCK" },
+          { keyBase: Config.string("SCHEDULER_LOCK"), dynos: Config.succeed(2) }
+        )
+      )
+    )
+  )
+
+  it.live("a bad value in the environment fails the layer with a typed error", () =>
+    Effect.gen(function* () {
+      const error = yield* Effect.flip(Effect.provide(LoneDyno.LoneDyno, withEnv({ LONE_DYNO_DYNOS: "0" })))
+      expect((error as { reason?: string }).reason).toBe("InvalidDynos")
     })
   )
 })
