@@ -8,30 +8,21 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import pg from "pg"
+import type pg from "pg"
 import { type LockKey, releaseChannel, slotChannel, slotKey, slotKeySpace } from "../Keys.js"
-import { type ResolvedOptions, serverKeepalive } from "../LoneDynoConfig.js"
-import { LoneDynoSessionError } from "../LoneDynoError.js"
+import type { ResolvedOptions } from "../LoneDynoConfig.js"
+import type { LoneDynoSessionError } from "../LoneDynoError.js"
+import type { Connection, ConnectionSettings } from "./connection.js"
+import * as Conn from "./connection.js"
 import * as Watcher from "./watcher.js"
 
-/** One physical connection of the session; a new one after every loss. */
-export interface Connection {
-  readonly generation: number
-  readonly client: pg.Client
-  readonly backendPid: number
-  /** Completed, with the reason, the moment the connection can no longer be trusted. */
-  readonly lost: Deferred.Deferred<string>
-  readonly holdings: Set<Holding>
-  /** Slot channels LISTENed on this connection, with their key bases. */
-  readonly listening: Map<string, string>
-}
+export type { Connection, ConnectionSettings }
 
 /** A slot held by this process. */
 export interface Holding {
@@ -75,41 +66,12 @@ export interface Session {
   readonly wake: (keyBase: string) => void
 }
 
-export interface ConnectionSettings {
-  readonly config: pg.ClientConfig
-  readonly applicationName: string
-}
-
-const failure = (reason: LoneDynoSessionError["reason"], message: string, cause?: unknown) =>
-  new LoneDynoSessionError(cause === undefined ? { reason, message } : { reason, message, cause })
-
-const describe = (error: unknown) => (error instanceof Error ? error.message : String(error))
-
 /**
  * Up to this many free slots, an attempt listens on every candidate's channel before it locks; above it, it
  * listens on the won slot's channel after locking, which leaves a window of one round trip in which a signal
  * counted for the new holder does not reach it.
  */
 const maxListenFirst = 64
-
-const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`
-const int4 = (n: number) => `(${n | 0})::int4`
-
-const sessionSettings = [
-  ["tcp_keepalives_idle", String(serverKeepalive.idle)],
-  ["tcp_keepalives_interval", String(serverKeepalive.interval)],
-  ["tcp_keepalives_count", String(serverKeepalive.count)],
-  ["tcp_user_timeout", String((serverKeepalive.idle + serverKeepalive.interval * serverKeepalive.count) * 1000)],
-  ["client_connection_check_interval", "2000"],
-  ["idle_session_timeout", "0"],
-  ["idle_in_transaction_session_timeout", "0"],
-  ["statement_timeout", "0"],
-  ["lock_timeout", "0"]
-] as const
-
-// Reconnect delays: 100 ms doubling, jittered by +-20%, capped at 5 s: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5, 5, ... s
-const reconnectDelay = (attempt: number) =>
-  Duration.millis(Math.round(Math.min(5000, 100 * 2 ** Math.min(attempt, 16)) * (0.8 + Math.random() * 0.4)))
 
 /** Builds a session. Nothing connects until the first call that needs the connection. */
 export const make = (
@@ -129,44 +91,14 @@ export const make = (
     const lastMiss = new Map<string, number>()
     const pollGap = Duration.toMillis(options.standbyInterval) / 2
     let watching = false
-    const timeout = options.heartbeatTimeout
     let current: Connection | undefined
     let generation = 0
     let started = false
 
     const holdingId = (keyBase: string, slot: number) => `${slot}\u0000${keyBase}`
 
-    const markLostUnsafe = (connection: Connection, reason: string) => {
-      Deferred.unsafeDone(connection.lost, Exit.succeed(reason))
-    }
-    const markLost = (connection: Connection, reason: string) => Effect.sync(() => markLostUnsafe(connection, reason))
-
-    // The deadline is a timer of its own rather than an interruption, so it also holds inside the
-    // uninterruptible acquisition, which must finish to know whether it took a lock.
-    const run = (connection: Connection, text: string, values?: ReadonlyArray<unknown>) =>
-      Effect.async<pg.QueryResult, LoneDynoSessionError>((resume) => {
-        let settled = false
-        const settle = (effect: Effect.Effect<pg.QueryResult, LoneDynoSessionError>) => {
-          if (settled) return
-          settled = true
-          clearTimeout(timer)
-          resume(effect)
-        }
-        const timer = setTimeout(
-          () =>
-            settle(
-              Effect.fail(
-                failure("Timeout", `Statement on the lock session missed its ${Duration.format(timeout)} deadline`)
-              )
-            ),
-          Duration.toMillis(timeout)
-        )
-        connection.client.query(text, values as Array<unknown> | undefined).then(
-          (result) => settle(Effect.succeed(result)),
-          (cause) =>
-            settle(Effect.fail(failure("Query", `Statement on the lock session failed: ${describe(cause)}`, cause)))
-        )
-      }).pipe(Effect.tapError((error) => markLost(connection, error.message)))
+    const run = Conn.query
+    const markLost = Conn.markLost
 
     const wake = (keyBase: string) => {
       lastMiss.delete(keyBase)
@@ -174,72 +106,20 @@ export const make = (
     }
 
     const listenReleases = (connection: Connection, keyBases: Iterable<string>) => {
-      const statements = [...keyBases].map((keyBase) => `LISTEN ${quoteIdent(releaseChannel(keyBase))}`)
+      const statements = [...keyBases].map((keyBase) => `LISTEN ${Conn.quoteIdent(releaseChannel(keyBase))}`)
       return statements.length === 0 ? Effect.void : Effect.asVoid(run(connection, statements.join("; ")))
     }
 
     const connect = (attempt: number): Effect.Effect<Connection, LoneDynoSessionError> =>
       Effect.gen(function* () {
-        const lost = Deferred.unsafeMake<string>(FiberId.none)
-        const client = new pg.Client({
-          ...settings.config,
-          application_name: settings.applicationName,
-          keepAlive: true,
-          keepAliveInitialDelayMillis: 1000,
-          connectionTimeoutMillis: Math.max(1, Duration.toMillis(options.connectTimeout))
-        })
-        // node-postgres emits 'error' (then 'end') when the server goes away; without a listener the process dies.
-        client.on("error", (error) => Deferred.unsafeDone(lost, Exit.succeed(`connection error: ${error.message}`)))
-        client.on("end", () => Deferred.unsafeDone(lost, Exit.succeed("connection ended")))
-        client.on("notification", (message) => routes.get(message.channel)?.(message.payload ?? ""))
-        const destroy = Effect.sync(() => destroyClient(client))
-        yield* Effect.tryPromise({
-          try: () => client.connect(),
-          catch: (cause) => failure("Connect", `Could not open the lock session: ${describe(cause)}`, cause)
-        }).pipe(
-          Effect.timeoutFail({
-            duration: options.connectTimeout,
-            onTimeout: () =>
-              failure(
-                "Timeout",
-                `Opening the lock session missed its ${Duration.format(options.connectTimeout)} deadline`
-              )
-          }),
-          Effect.onError(() => destroy)
+        const live = yield* Conn.open(settings, options, ++generation, (channel, payload) =>
+          routes.get(channel)?.(payload)
         )
-        const connection: Connection = {
-          generation: ++generation,
-          client,
-          backendPid: 0,
-          lost,
-          holdings: new Set(),
-          listening: new Map()
-        }
-        const names = sessionSettings.map(([name]) => name)
-        const values = sessionSettings.map(([, value]) => value)
-        const result = yield* run(
-          connection,
-          "SELECT pg_backend_pid() AS pid, " +
-            "(SELECT count(set_config(n, v, false)) FROM unnest($1::text[], $2::text[]) AS s(n, v)) AS n",
-          [names, values]
-        ).pipe(Effect.onError(() => destroy))
-        const backendPid = Number(result.rows[0]?.pid)
-        const viaPooler = (client as unknown as { processID?: number }).processID !== backendPid
-        if (viaPooler && !options.allowPooler) {
-          destroyClient(client)
-          return yield* Effect.fail(
-            failure(
-              "Pooler",
-              "The lock session goes through a connection pooler (the backend pid differs from the one the server " +
-                "announced). A pooler in transaction mode breaks session advisory locks and LISTEN. Give the layer a " +
-                "direct URL with the `url` option, or use session pooling and set `allowPooler: true`."
-            )
-          )
-        }
-        const live: Connection = { ...connection, backendPid }
-        yield* listenReleases(live, wakers.keys()).pipe(Effect.onError(() => destroy))
+        yield* listenReleases(live, wakers.keys()).pipe(
+          Effect.onError(() => Effect.sync(() => Conn.destroy(live.client)))
+        )
         if (attempt > 0) yield* Effect.logInfo("Lock session recovered").pipe(Effect.annotateLogs("attempt", attempt))
-        else yield* Effect.logDebug("Lock session connected").pipe(Effect.annotateLogs("backendPid", backendPid))
+        else yield* Effect.logDebug("Lock session connected").pipe(Effect.annotateLogs("backendPid", live.backendPid))
         return live
       })
 
@@ -290,7 +170,7 @@ export const make = (
             yield* SubscriptionRef.set(state, { _tag: "Failed", error: error.value })
             return
           }
-          const delay = reconnectDelay(attempt)
+          const delay = Conn.reconnectDelay(attempt)
           yield* Effect.logWarning("Could not connect the lock session; retrying").pipe(
             Effect.annotateLogs({
               attempt,
@@ -318,9 +198,9 @@ export const make = (
           yield* Effect.logWarning("Lock session lost; reconnecting").pipe(Effect.annotateLogs({ reason }))
         }
         yield* awaitHoldersGone(connection)
-        destroyClient(connection.client)
+        Conn.destroy(connection.client)
         attempt = 1
-        yield* Effect.sleep(reconnectDelay(0))
+        yield* Effect.sleep(Conn.reconnectDelay(0))
       }
     })
 
@@ -347,7 +227,7 @@ export const make = (
             () => undefined
           )
         ).pipe(Effect.timeout("2 seconds"), Effect.ignore)
-        destroyClient(connection.client)
+        Conn.destroy(connection.client)
       })
     )
 
@@ -399,9 +279,9 @@ export const make = (
             const tryLock =
               `SELECT s FROM unnest(ARRAY[${candidates.join(",")}]::int4[], ` +
               `ARRAY[${candidates.map((slot) => slotKey(keyBase, slot)[1]).join(",")}]::int4[]) AS t(s, k) ` +
-              `WHERE pg_try_advisory_lock(${int4(slotKeySpace)}, t.k) LIMIT 1`
+              `WHERE pg_try_advisory_lock(${Conn.int4(slotKeySpace)}, t.k) LIMIT 1`
             const fresh = [...pending.keys()].filter((channel) => !live.listening.has(channel))
-            const listens = fresh.map((channel) => `LISTEN ${quoteIdent(channel)}`)
+            const listens = fresh.map((channel) => `LISTEN ${Conn.quoteIdent(channel)}`)
             const results = yield* run(
               live,
               listens.length > 0 ? `BEGIN; ${listens.join("; ")}; COMMIT; ${tryLock}` : tryLock
@@ -414,7 +294,7 @@ export const make = (
             for (const channel of losers) routes.delete(channel)
             if (losers.length > 0 && !wakers.has(keyBase)) {
               for (const channel of losers) live.listening.delete(channel)
-              yield* run(live, losers.map((channel) => `UNLISTEN ${quoteIdent(channel)}`).join("; ")).pipe(
+              yield* run(live, losers.map((channel) => `UNLISTEN ${Conn.quoteIdent(channel)}`).join("; ")).pipe(
                 Effect.tapError(() => dropPending)
               )
             }
@@ -437,7 +317,9 @@ export const make = (
             for (const payload of pending.get(holding.channel) ?? []) Queue.unsafeOffer(holding.payloads, payload)
             routes.set(holding.channel, (payload) => Queue.unsafeOffer(holding.payloads, payload))
             if (!listenFirst) {
-              yield* run(live, `LISTEN ${quoteIdent(holding.channel)}`).pipe(Effect.tapError(() => forget(holding)))
+              yield* run(live, `LISTEN ${Conn.quoteIdent(holding.channel)}`).pipe(
+                Effect.tapError(() => forget(holding))
+              )
               live.listening.set(holding.channel, keyBase)
             }
             return Option.some(holding)
@@ -464,7 +346,7 @@ export const make = (
               const [a, b] = holding.key
               yield* run(
                 live,
-                `UNLISTEN ${quoteIdent(holding.channel)}; SELECT pg_advisory_unlock(${int4(a)}, ${int4(b)}); ` +
+                `UNLISTEN ${Conn.quoteIdent(holding.channel)}; SELECT pg_advisory_unlock(${Conn.int4(a)}, ${Conn.int4(b)}); ` +
                   `SELECT pg_notify('${releaseChannel(holding.keyBase)}', '${holding.slot}')`
               ).pipe(
                 Effect.tapError((error) =>
@@ -543,7 +425,7 @@ export const make = (
                     .map(([channel]) => channel)
                   for (const channel of idle) live.listening.delete(channel)
                   const channels = [releaseChannel(keyBase), ...idle]
-                  return run(live, channels.map((channel) => `UNLISTEN ${quoteIdent(channel)}`).join("; "))
+                  return run(live, channels.map((channel) => `UNLISTEN ${Conn.quoteIdent(channel)}`).join("; "))
                 })
                 yield* lockPermit.withPermits(1)(unlisten).pipe(Effect.ignore)
               }
@@ -569,9 +451,3 @@ export const make = (
       wake
     } satisfies Session
   })
-
-const destroyClient = (client: pg.Client) => {
-  const stream = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream
-  client.end().catch(() => undefined)
-  stream?.destroy?.()
-}

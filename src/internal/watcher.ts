@@ -16,6 +16,7 @@ import * as Effect from "effect/Effect"
 import pg from "pg"
 import { slotKey, slotKeySpace, watchKey, watchKeySpace } from "../Keys.js"
 import { serverKeepalive } from "../LoneDynoConfig.js"
+import { destroy } from "./connection.js"
 
 export interface Standbys {
   /** Key bases that have standbys now, with their slot counts. */
@@ -144,9 +145,3 @@ export const run = (config: pg.ClientConfig, applicationName: string, standbys: 
       }
     }
   })
-
-const destroy = (client: pg.Client) => {
-  const stream = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream
-  client.end().catch(() => undefined)
-  stream?.destroy?.()
-}
