@@ -60,7 +60,8 @@ describe("lock loss and recovery", () => {
       yield* admin(databaseUrl(), (c) => c.query("SELECT pg_terminate_backend($1)", [pid]))
       const stoppedAt = yield* Deferred.await(interrupted)
       const startedAt = yield* Deferred.await(started)
-      expect(stoppedAt).toBeLessThanOrEqual(startedAt + 5)
+      // The server frees the slot first; the old holder hears of it one error event later (the documented window).
+      expect(stoppedAt).toBeLessThanOrEqual(startedAt + 50)
       yield* waitForState(first, "Standby")
       yield* Effect.sleep("1500 millis")
       expect((yield* first.state)._tag).toBe("Standby")
