@@ -64,6 +64,7 @@ describe("exclusive across processes", () => {
       ([type, dyno]) => fleet(1, { KEY_BASE: uniqueKeyBase("pt"), DYNO: dyno, PROCESS_TYPE: type })[0]!
     )
     await settle(dynos)
+    await waitFor("the matching processes to run", () => dynos.every((d, i) => !cases[i]![2] || d.running()))
     expect(dynos.map((d) => d.running())).toEqual(cases.map(([, , runs]) => runs))
   })
 
