@@ -9,7 +9,8 @@
  * `LoneDyno.layerConfig()` reads it from LONE_DYNO_URL (and the other LONE_DYNO_* variables); in code, pass
  * the `url` option to `LoneDyno.layer`.
  *
- *   DATABASE_URL=postgres://pgbouncer:6432/mydb LONE_DYNO_URL=postgres://db:5432/mydb npx tsx examples/connection-layer.ts
+ *   DATABASE_URL=postgres://pgbouncer:6432/mydb LONE_DYNO_URL=postgres://db:5432/mydb \
+ *     npx tsx examples/connection-layer.ts
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"

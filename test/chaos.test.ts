@@ -245,7 +245,8 @@ describe("chaos", () => {
         try {
           const rows = await control.query(
             "SELECT a.pid, a.application_name, a.state, a.client_addr, left(a.query, 60) AS query, " +
-              "string_agg(l.classid::int8 || ':' || l.objid::int8 || ':' || l.mode || ':' || l.granted, ' ') AS locks " +
+              "string_agg(l.classid::int8 || ':' || l.objid::int8 || ':' || l.mode || ':' || l.granted, ' ') " +
+              "AS locks " +
               "FROM pg_stat_activity a LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' " +
               "WHERE a.backend_type = 'client backend' GROUP BY 1, 2, 3, 4, 5 ORDER BY 2"
           )

@@ -43,7 +43,8 @@ writeFileSync(
   program,
   `import { existsSync, writeFileSync } from "node:fs"
 const [name, dir, code] = process.argv.slice(2)
-const emit = (event) => process.stdout.write("@@ " + JSON.stringify({ event, name, pid: process.pid, t: Date.now() }) + "\\n")
+const emit = (event) =>
+  process.stdout.write("@@ " + JSON.stringify({ event, name, pid: process.pid, t: Date.now() }) + "\\n")
 process.on("SIGTERM", () => {
   writeFileSync(dir + "/" + name + ".term", "")
   emit("term")

@@ -153,7 +153,8 @@ export const logger: Logger.Logger<unknown, void> = Logger.make(({ annotations, 
     return acc
   })
   if (!Cause.isEmpty(cause)) fields.push(`cause=${JSON.stringify(Cause.pretty(cause).split("\n")[0])}`)
-  const line = `the-lone-dyno ${logLevel.label.padEnd(levelWidth)} ${text}${fields.length > 0 ? ` ${fields.join(" ")}` : ""}`
+  const suffix = fields.length > 0 ? ` ${fields.join(" ")}` : ""
+  const line = `the-lone-dyno ${logLevel.label.padEnd(levelWidth)} ${text}${suffix}`
   process.stderr.write(`${redact(line)}\n`)
 })
 

@@ -346,7 +346,8 @@ export const make = (
               const [a, b] = holding.key
               yield* run(
                 live,
-                `UNLISTEN ${Conn.quoteIdent(holding.channel)}; SELECT pg_advisory_unlock(${Conn.int4(a)}, ${Conn.int4(b)}); ` +
+                `UNLISTEN ${Conn.quoteIdent(holding.channel)}; ` +
+                  `SELECT pg_advisory_unlock(${Conn.int4(a)}, ${Conn.int4(b)}); ` +
                   `SELECT pg_notify('${releaseChannel(holding.keyBase)}', '${holding.slot}')`
               ).pipe(
                 Effect.tapError((error) =>
