@@ -17,8 +17,9 @@ import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import type pg from "pg"
 import * as internal from "./internal/exclusive.js"
+import * as Outbox from "./internal/outbox.js"
 import * as Session from "./internal/session.js"
-import { slotChannel, slotKey, slotKeySpace } from "./Keys.js"
+import { slotKey, slotKeySpace } from "./Keys.js"
 import * as LoneDynoConfig from "./LoneDynoConfig.js"
 import { LoneDynoConfigError, type LoneDynoError, LoneDynoSessionError } from "./LoneDynoError.js"
 import type { Signal } from "./Signal.js"
@@ -191,6 +192,9 @@ export const make = (
     const dyno = yield* LoneDynoConfig.dyno
     const name = Option.getOrElse(dyno, () => `${hostname()}:${process.pid}`)
     const session = yield* Session.make(resolved, connectionSettings(resolved, sql.config, name))
+    const outbox = yield* Outbox.make((text, params) =>
+      sql.unsafe<{ req: number; holders: number }>(text, params).pipe(Effect.mapError(sqlFailure("Sending the signal")))
+    )
 
     // Statements on the app's pool may have to open a connection first.
     const deadline = Duration.sum(resolved.connectTimeout, resolved.heartbeatTimeout)
@@ -281,23 +285,7 @@ export const make = (
           options.slot === undefined
             ? Array.from({ length: dynos }, (_, slot) => slot)
             : [yield* validateSlot(options.slot, dynos)]
-        const rows = yield* sql
-          .unsafe<{ holders: number }>(
-            // A slot has a holder when a shared lock on its key cannot be had. The transaction-level shared lock
-            // is gone when the statement commits, together with the notifications; reading pg_locks instead
-            // would lock the whole lock table on every signal.
-            "SELECT (SELECT count(*) FROM unnest($2::int4[]) AS k " +
-              "WHERE NOT pg_try_advisory_xact_lock_shared($1::int4, k))::int AS holders, " +
-              "(SELECT count(pg_notify(c, $4)) FROM unnest($3::text[]) AS c) AS sent",
-            [
-              slotKeySpace,
-              slots.map((slot) => slotKey(keyBase, slot)[1]),
-              slots.map((slot) => slotChannel(keyBase, slot)),
-              text
-            ]
-          )
-          .pipe(Effect.mapError(sqlFailure("Sending the signal")))
-        return Number(rows[0]?.holders ?? 0)
+        return yield* outbox.send(keyBase, slots, text)
       }).pipe(Effect.withSpan("LoneDyno.signal"))
 
     const holders = (options: Pick<SignalOptions, "keyBase" | "dynos"> = {}) =>

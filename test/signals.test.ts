@@ -529,3 +529,70 @@ describe("lock session LISTEN", () => {
     }).pipe(Effect.scoped)
   )
 })
+
+describe("signals sent at the same time", () => {
+  const holderOf = (keyBase: string, dynos: number) =>
+    Effect.gen(function* () {
+      const received = yield* Queue.unbounded<string>()
+      const handles = yield* Effect.forEach(Array.from({ length: dynos }), () =>
+        LoneDyno.exclusive(
+          (signal) =>
+            signal.watch().pipe(Stream.runForEach((payload) => Queue.offer(received, `${signal.slot}:${payload}`))),
+          { keyBase, dynos }
+        )
+      )
+      yield* Effect.forEach(handles, (handle) => handle.awaitSlot)
+      return received
+    })
+
+  const takeN = (queue: Queue.Queue<string>, n: number) =>
+    Effect.gen(function* () {
+      const all: Array<string> = []
+      while (all.length < n) all.push(...(yield* Queue.takeBetween(queue, 1, n - all.length)))
+      return all
+    }).pipe(Effect.timeout("20 seconds"))
+
+  it.live("identical payloads sent together are each delivered: none folded away", () =>
+    Effect.gen(function* () {
+      const keyBase = uniqueKeyBase("fold")
+      const received = yield* holderOf(keyBase, 1)
+      const counts = yield* Effect.forEach(Array.from({ length: 20 }), () => LoneDyno.signal("same", { keyBase }), {
+        concurrency: "unbounded"
+      })
+      expect(counts).toEqual(Array.from({ length: 20 }, () => 1))
+      expect(yield* takeN(received, 20)).toEqual(Array.from({ length: 20 }, () => "0:same"))
+      yield* Effect.sleep("200 millis")
+      expect(yield* Queue.size(received)).toBe(0)
+    }).pipe(Effect.scoped, Effect.provide(loneDyno()))
+  )
+
+  it.live("many concurrent senders, several key bases and slots: each holder gets each payload once", () =>
+    Effect.gen(function* () {
+      const a = uniqueKeyBase("together a")
+      const b = uniqueKeyBase("together b")
+      const receivedA = yield* holderOf(a, 2)
+      const receivedB = yield* holderOf(b, 1)
+      const sends = Array.from({ length: 60 }, (_, i) =>
+        i % 3 === 0
+          ? LoneDyno.signal(`b${i}`, { keyBase: b })
+          : i % 3 === 1
+            ? LoneDyno.signal(`a${i}`, { keyBase: a, dynos: 2 })
+            : LoneDyno.signal(`a${i}`, { keyBase: a, dynos: 2, slot: 1 })
+      )
+      const counts = yield* Effect.all(sends, { concurrency: "unbounded" })
+      expect(counts).toEqual(Array.from({ length: 60 }, (_, i) => (i % 3 === 1 ? 2 : 1)))
+      const gotA = yield* takeN(receivedA, 60)
+      const gotB = yield* takeN(receivedB, 20)
+      const expectedA = Array.from({ length: 60 }, (_, i) => i).flatMap((i) =>
+        i % 3 === 1 ? [`0:a${i}`, `1:a${i}`] : i % 3 === 2 ? [`1:a${i}`] : []
+      )
+      expect([...gotA].sort()).toEqual([...expectedA].sort())
+      expect([...gotB].sort()).toEqual(
+        Array.from({ length: 60 }, (_, i) => i)
+          .filter((i) => i % 3 === 0)
+          .map((i) => `0:b${i}`)
+          .sort()
+      )
+    }).pipe(Effect.scoped, Effect.provide(loneDyno()))
+  )
+})
