@@ -20,6 +20,14 @@ const heldBy = (keyBase: string, dynos = 1) =>
     }
   })
 
+/** A body that runs until interrupted, then records whether its slot was still held at that moment. */
+const recordHeldOnInterrupt = (keyBase: string, seen: Ref.Ref<Array<string>>) => () =>
+  Effect.never.pipe(
+    Effect.onInterrupt(() =>
+      Effect.flatMap(heldBy(keyBase), (n) => Ref.update(seen, (s) => [...s, `interrupted while held=${n}`]))
+    )
+  )
+
 const waitForState = (handle: LoneDyno.ExclusiveHandle, tag: LoneDyno.ExclusiveState["_tag"]) =>
   handle.changes.pipe(
     Stream.filter((state) => state._tag === tag),
@@ -51,15 +59,9 @@ describe("exclusive in one process", () => {
       const keyBase = uniqueKeyBase("scope")
       const seen = yield* Ref.make<Array<string>>([])
       const scope = yield* Scope.make()
-      const handle = yield* LoneDyno.exclusive(
-        () =>
-          Effect.never.pipe(
-            Effect.onInterrupt(() =>
-              Effect.flatMap(heldBy(keyBase), (n) => Ref.update(seen, (s) => [...s, `interrupted while held=${n}`]))
-            )
-          ),
-        { keyBase }
-      ).pipe(Scope.extend(scope))
+      const handle = yield* LoneDyno.exclusive(recordHeldOnInterrupt(keyBase, seen), { keyBase }).pipe(
+        Scope.extend(scope)
+      )
       yield* handle.awaitSlot
       yield* Scope.close(scope, Exit.void)
       expect(yield* Ref.get(seen)).toEqual(["interrupted while held=1"])
@@ -73,15 +75,9 @@ describe("exclusive in one process", () => {
       const seen = yield* Ref.make<Array<string>>([])
       const outer = yield* Scope.make()
       yield* Effect.gen(function* () {
-        const handle = yield* LoneDyno.exclusive(
-          () =>
-            Effect.never.pipe(
-              Effect.onInterrupt(() =>
-                Effect.flatMap(heldBy(keyBase), (n) => Ref.update(seen, (s) => [...s, `interrupted while held=${n}`]))
-              )
-            ),
-          { keyBase }
-        ).pipe(Scope.extend(outer))
+        const handle = yield* LoneDyno.exclusive(recordHeldOnInterrupt(keyBase, seen), { keyBase }).pipe(
+          Scope.extend(outer)
+        )
         yield* handle.awaitSlot
       }).pipe(Effect.provide(loneDyno()))
       expect(yield* Ref.get(seen)).toEqual(["interrupted while held=1"])

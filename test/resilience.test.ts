@@ -34,6 +34,23 @@ const waitForState = (handle: LoneDyno.ExclusiveHandle, tag: LoneDyno.ExclusiveS
     Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error(`state ${tag} never came`) })
   )
 
+/** A holder on `a` that records when its body is interrupted, and a deferred for a standby's start time. */
+const holderAndStandbyTimes = (a: ReturnType<typeof inProcess>, keyBase: string) =>
+  Effect.gen(function* () {
+    const interrupted = yield* Deferred.make<number>()
+    const started = yield* Deferred.make<number>()
+    const first = yield* a(
+      LoneDyno.exclusive(() => Effect.never.pipe(Effect.onInterrupt(() => Deferred.succeed(interrupted, Date.now()))), {
+        keyBase
+      })
+    )
+    yield* first.awaitSlot
+    return { first, interrupted, started }
+  })
+
+const standbyRecordingStart = (keyBase: string, started: Deferred.Deferred<number>) =>
+  LoneDyno.exclusive(() => Deferred.succeed(started, Date.now()), { keyBase })
+
 const holderPid = (keyBase: string) => Effect.map(LoneDyno.holders({ keyBase }), (slots) => slots[0]?.pid)
 
 describe("lock loss and recovery", () => {
@@ -42,18 +59,8 @@ describe("lock loss and recovery", () => {
       const keyBase = uniqueKeyBase("terminate")
       const a = inProcess(yield* process_())
       const b = inProcess(yield* process_())
-      const interrupted = yield* Deferred.make<number>()
-      const started = yield* Deferred.make<number>()
-      const first = yield* a(
-        LoneDyno.exclusive(
-          () => Effect.never.pipe(Effect.onInterrupt(() => Deferred.succeed(interrupted, Date.now()))),
-          {
-            keyBase
-          }
-        )
-      )
-      yield* first.awaitSlot
-      const second = yield* b(LoneDyno.exclusive(() => Deferred.succeed(started, Date.now()), { keyBase }))
+      const { first, interrupted, started } = yield* holderAndStandbyTimes(a, keyBase)
+      const second = yield* b(standbyRecordingStart(keyBase, started))
       yield* Effect.sleep("300 millis")
       expect((yield* second.state)._tag).toBe("Standby")
       const pid = yield* a(holderPid(keyBase))
@@ -107,18 +114,8 @@ describe("lock loss and recovery", () => {
       )
       const a = inProcess(yield* process_({ url: proxy.url(databaseUrl()) }))
       const b = inProcess(yield* process_())
-      const interrupted = yield* Deferred.make<number>()
-      const started = yield* Deferred.make<number>()
-      const first = yield* a(
-        LoneDyno.exclusive(
-          () => Effect.never.pipe(Effect.onInterrupt(() => Deferred.succeed(interrupted, Date.now()))),
-          {
-            keyBase
-          }
-        )
-      )
-      yield* first.awaitSlot
-      yield* b(LoneDyno.exclusive(() => Deferred.succeed(started, Date.now()), { keyBase }))
+      const { interrupted, started } = yield* holderAndStandbyTimes(a, keyBase)
+      yield* b(standbyRecordingStart(keyBase, started))
       yield* Effect.sleep("300 millis")
       const frozenAt = Date.now()
       proxy.freeze()

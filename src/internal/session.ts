@@ -44,7 +44,6 @@ export type SessionState =
 export interface Session {
   /** Waits for a live connection; fails only when the session cannot work at all (a pooler). */
   readonly connection: Effect.Effect<Connection, LoneDynoSessionError>
-  readonly state: Effect.Effect<SessionState>
   /** Tries every free slot of the key base in one statement; on success the slot's channel is listened to. */
   readonly tryAcquire: (
     keyBase: string,
@@ -58,12 +57,6 @@ export interface Session {
    * free (a graceful release anywhere, or the watcher seeing a holder go).
    */
   readonly wakeups: (keyBase: string, dynos: number) => Effect.Effect<Queue.Dequeue<void>, never, Scope.Scope>
-  /** Slots of a key base held by this process. */
-  readonly heldSlots: (keyBase: string) => ReadonlySet<number>
-  /** Marks a connection lost: every holder on it is interrupted, then the session reconnects. */
-  readonly markLost: (connection: Connection, reason: string) => Effect.Effect<void>
-  /** Wakes local standbys of a key base. */
-  readonly wake: (keyBase: string) => void
 }
 
 /**
@@ -441,14 +434,5 @@ export const make = (
       return slots
     }
 
-    return {
-      connection,
-      state: SubscriptionRef.get(state),
-      tryAcquire,
-      release,
-      wakeups,
-      heldSlots,
-      markLost,
-      wake
-    } satisfies Session
+    return { connection, tryAcquire, release, wakeups } satisfies Session
   })
